@@ -1,0 +1,216 @@
+"""MT5Config: one frozen, hashable description of a T5 / mT5 / UMT5 model.
+
+Field names are those of Hugging Face's ``config.json`` so that a real config
+file maps onto the dataclass one to one. The config is static data: it is never
+part of the parameter pytree, which keeps ``torch.func`` transforms and
+``torch.compile`` free of Python objects in the traced inputs.
+
+Two derived facts live here because every other module needs them:
+
+* ``scale_decoder_outputs`` -- whether the decoder output is multiplied by
+  ``d_model ** -0.5`` before the LM head (T5 v1.0 yes, v1.1 / mT5 no), resolved
+  from the config the way transformers does (see ``DESIGN.md``).
+* ``activation`` / ``is_gated`` -- parsed from ``feed_forward_proj``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+MODEL_TYPES = ("t5", "mt5", "umt5")
+
+# Activations transformers accepts in ``feed_forward_proj`` that we implement.
+ACTIVATIONS = (
+    "relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu",
+    "silu", "swish", "tanh", "sigmoid", "mish", "relu2",
+)
+
+# transformers' dataclass defaults per model_type (configuration_{t5,mt5,umt5}.py).
+_HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "t5": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+               feed_forward_proj="relu"),
+    "mt5": dict(vocab_size=250112, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6,
+                feed_forward_proj="gated-gelu"),
+    "umt5": dict(vocab_size=250112, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6,
+                 feed_forward_proj="gated-gelu"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MT5Config:
+    """Static hyper-parameters of an encoder-decoder of the T5 family.
+
+    ``num_decoder_layers=None`` means "as many as ``num_layers``", and
+    ``decoder_start_token_id=None`` means "``pad_token_id``", as in transformers;
+    both are resolved at construction so the stored config is explicit.
+    ``scale_decoder_outputs=None`` is resolved from ``model_type`` and
+    ``tie_word_embeddings`` (mT5: never; t5/umt5: unless the config says the
+    embeddings are untied).
+    """
+
+    vocab_size: int = 250112
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 1024
+    num_layers: int = 8
+    num_decoder_layers: int | None = None
+    num_heads: int = 6
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "gated-gelu"
+    tie_word_embeddings: bool = False
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    decoder_start_token_id: int | None = None
+    model_type: str = "mt5"
+    scale_decoder_outputs: bool | None = None
+
+    def __post_init__(self) -> None:
+        def fix(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if self.num_decoder_layers is None:
+            fix("num_decoder_layers", self.num_layers)
+        if self.decoder_start_token_id is None:
+            fix("decoder_start_token_id", self.pad_token_id)
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
+                     "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.relative_attention_num_buckets < 4:
+            # Bidirectional attention halves the buckets, then halves again for the exact region.
+            raise ValueError(
+                f"relative_attention_num_buckets must be >= 4, got {self.relative_attention_num_buckets!r}")
+        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name} must be an int in [0, vocab_size={self.vocab_size}), got {value!r}")
+        rate = self.dropout_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout_rate must be a float in [0, 1), got {rate!r}")
+        fix("dropout_rate", float(rate))
+        eps = self.layer_norm_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"layer_norm_epsilon must be a positive float, got {eps!r}")
+        fix("layer_norm_epsilon", float(eps))
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"tie_word_embeddings must be a bool, got {self.tie_word_embeddings!r}")
+        _parse_feed_forward_proj(self.feed_forward_proj)
+        if self.scale_decoder_outputs is None:
+            fix("scale_decoder_outputs", self.model_type != "mt5" and self.tie_word_embeddings)
+        elif not isinstance(self.scale_decoder_outputs, bool):
+            raise ValueError(f"scale_decoder_outputs must be a bool or None, got {self.scale_decoder_outputs!r}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def is_gated(self) -> bool:
+        """True for the gated FFN ``act(x W0) * (x W1)`` of T5 v1.1 / mT5 / UMT5."""
+        return _parse_feed_forward_proj(self.feed_forward_proj)[0]
+
+    @property
+    def activation(self) -> str:
+        """Activation name as transformers' ``dense_act_fn`` (``gated-gelu`` -> ``gelu_new``)."""
+        return _parse_feed_forward_proj(self.feed_forward_proj)[1]
+
+    @property
+    def inner_dim(self) -> int:
+        """Width of the attention projections, ``num_heads * d_kv`` (need not equal ``d_model``)."""
+        return self.num_heads * self.d_kv
+
+    @property
+    def per_layer_position_bias(self) -> bool:
+        """UMT5 gives every block its own relative-position table; T5 / mT5 share block 0's."""
+        return self.model_type == "umt5"
+
+    def replace(self, **changes: Any) -> "MT5Config":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------- HF interop
+    @classmethod
+    def from_hf(cls, config: Mapping[str, Any] | str | os.PathLike) -> "MT5Config":
+        """Build from a transformers ``config.json`` (a dict, the file, or its directory).
+
+        Keys mt5fn does not use are ignored; absent fields take transformers'
+        defaults for that ``model_type``.
+        """
+        if not isinstance(config, Mapping):
+            path = os.fspath(config)
+            if os.path.isdir(path):
+                path = os.path.join(path, "config.json")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config: no config.json at {path!r}")
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    config = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"config: {path!r} is not valid JSON ({error})") from None
+            if not isinstance(config, Mapping):
+                raise ValueError(f"config: {path!r} does not hold a JSON object")
+        model_type = config.get("model_type", "t5")
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"config: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+        values: dict[str, Any] = dict(_HF_DEFAULTS[model_type])
+        values.update(relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                      dropout_rate=0.1, layer_norm_epsilon=1e-6, pad_token_id=0, eos_token_id=1)
+        names = {field.name for field in dataclasses.fields(cls)}
+        for key, value in config.items():
+            if key in names and value is not None:
+                values[key] = value
+        values["model_type"] = model_type
+        # transformers treats an absent flag as tied (and T5 v1.0 hub configs omit it).
+        values["tie_word_embeddings"] = config.get("tie_word_embeddings", True) is not False
+        eos = values["eos_token_id"]
+        if isinstance(eos, (list, tuple)):
+            if not eos:
+                raise ValueError("config: eos_token_id is an empty list")
+            values["eos_token_id"] = eos[0]
+        if "scale_decoder_outputs" not in config or config["scale_decoder_outputs"] is None:
+            values["scale_decoder_outputs"] = (
+                model_type != "mt5" and config.get("tie_word_embeddings", True) is not False)
+        return cls(**values)
+
+    def to_hf(self) -> dict[str, Any]:
+        """A ``config.json`` dict that transformers loads into the same model."""
+        architectures = {"t5": "T5ForConditionalGeneration", "mt5": "MT5ForConditionalGeneration",
+                         "umt5": "UMT5ForConditionalGeneration"}
+        out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        out.update(architectures=[architectures[self.model_type]], is_encoder_decoder=True,
+                   use_cache=True, initializer_factor=1.0)
+        if self.model_type == "mt5":
+            out.pop("scale_decoder_outputs")  # mT5 never scales; transformers' MT5Config has no such field
+        return out
+
+    @classmethod
+    def preset(cls, name: str) -> "MT5Config":
+        """Published shapes: ``mt5-{small,base,large,xl,xxl}``, ``t5-{small,base,large}``,
+        ``t5-v1_1-{small,base,large,xl,xxl}``, ``umt5-{small,base,xl,xxl}``."""
+        from ._presets import PRESETS
+
+        key = name.split("/")[-1].removeprefix("google-").lower()
+        if key not in PRESETS:
+            raise ValueError(f"name: unknown preset {name!r}; known: {sorted(PRESETS)}")
+        return cls(**PRESETS[key])
+
+
+def _parse_feed_forward_proj(value: Any) -> tuple[bool, str]:
+    if not isinstance(value, str):
+        raise ValueError(f"feed_forward_proj must be a string like 'relu' or 'gated-gelu', got {value!r}")
+    parts = value.split("-")
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
+        raise ValueError(f"feed_forward_proj must be 'ACT' or 'gated-ACT', got {value!r}")
+    gated, act = len(parts) == 2, parts[-1]
+    if value == "gated-gelu":
+        act = "gelu_new"  # transformers' historical alias: mT5 / v1.1 use the tanh approximation
+    if act not in ACTIVATIONS:
+        raise ValueError(f"feed_forward_proj: unsupported activation {act!r} in {value!r}; "
+                         f"supported: {ACTIVATIONS}")
+    return gated, act

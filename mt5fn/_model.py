@@ -1,0 +1,165 @@
+"""Model-level pure functions: ``encode``, ``decode``, ``forward``, ``loss``.
+
+The T5 encoder-decoder (Raffel et al. 2020) over an explicit parameter pytree.
+Parameters come first and the config second so that
+``torch.func.grad(loss)(params, cfg, ...)`` and
+``torch.func.vmap(forward, in_dims=(0, None, None, None))`` need no wrappers.
+
+Dropout is off unless a ``dropout_rate`` is passed, and then draws from the
+``generator`` passed (``None``: torch's default generator).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _validate as check
+from ._config import MT5Config
+from ._masks import causal_bias, padding_bias, self_attention_bias
+from .functional import decoder_block, dropout, encoder_block, rms_norm
+
+
+def _embed(params: dict, ids: Tensor) -> Tensor:
+    return F.embedding(ids, params["shared"])  # (B, T, d)
+
+
+def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
+            rate: float, generator: torch.Generator | None) -> Tensor:
+    stack = params["encoder"]
+    hidden = dropout(_embed(params, input_ids), rate, generator)  # (B, S, d)
+    length = input_ids.shape[1]
+    mask_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
+
+    def bias_of(table: Tensor) -> Tensor:
+        return self_attention_bias(table, cfg, mask_bias, length, length, bidirectional=True,
+                                   dtype=hidden.dtype)  # (1 | B, H, S, S)
+
+    shared_bias = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
+    for block in stack["blocks"]:
+        bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
+        hidden = encoder_block(block, cfg, hidden, bias, dropout_rate=rate, generator=generator)
+    hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
+    return dropout(hidden, rate, generator)  # (B, S, d)
+
+
+def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidden: Tensor,
+            attention_mask: Tensor | None, decoder_attention_mask: Tensor | None, rate: float,
+            generator: torch.Generator | None) -> Tensor:
+    stack = params["decoder"]
+    hidden = dropout(_embed(params, decoder_input_ids), rate, generator)  # (B, T, d)
+    length = decoder_input_ids.shape[1]
+    causal = causal_bias(length, decoder_attention_mask, hidden.dtype, hidden.device)  # (1 | B, 1, T, T)
+    cross_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
+
+    def bias_of(table: Tensor) -> Tensor:
+        return self_attention_bias(table, cfg, causal, length, length, bidirectional=False,
+                                   dtype=hidden.dtype)  # (1 | B, H, T, T)
+
+    shared_bias = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
+    for block in stack["blocks"]:
+        bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
+        hidden = decoder_block(block, cfg, hidden, bias, encoder_hidden, cross_bias,
+                               dropout_rate=rate, generator=generator)
+    hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
+    return dropout(hidden, rate, generator)  # (B, T, d)
+
+
+def lm_logits(params: dict, cfg: MT5Config, hidden: Tensor) -> Tensor:
+    """Decoder output (B, T, d) -> vocabulary logits (B, T, V).
+
+    T5 v1.0 (tied head) rescales by ``d_model ** -0.5`` first; the head is
+    ``lm_head`` when present, else the shared embedding.
+    """
+    if cfg.scale_decoder_outputs:
+        hidden = hidden * (cfg.d_model ** -0.5)
+    head = params.get("lm_head", params["shared"])  # (V, d)
+    return F.linear(hidden, head)  # (B, T, V)
+
+
+def encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+           dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """Encoder output. input_ids: (B, S) -> (B, S, d_model)."""
+    check.check_config(cfg)
+    check.check_params(params)
+    check.check_ids("input_ids", input_ids, cfg)
+    check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
+    rate = check.check_dropout(dropout_rate)
+    return _encode(params, cfg, input_ids, attention_mask, rate, generator)
+
+
+def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidden: Tensor,
+           attention_mask: Tensor | None = None, decoder_attention_mask: Tensor | None = None, *,
+           dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """Decoder output after the final norm (before the head), teacher-forced.
+
+    decoder_input_ids: (B, T); encoder_hidden: (B, S, d); attention_mask: the
+    encoder's (B, S) mask. Returns (B, T, d_model).
+    """
+    check.check_config(cfg)
+    check.check_params(params)
+    check.check_ids("decoder_input_ids", decoder_input_ids, cfg)
+    check.check_hidden("encoder_hidden", encoder_hidden, cfg)
+    check.check_same_batch("decoder_input_ids", decoder_input_ids, encoder_hidden, "encoder_hidden")
+    if attention_mask is not None:
+        check.check_mask("attention_mask", attention_mask, encoder_hidden[..., 0], "encoder_hidden[..., 0]")
+    check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
+    rate = check.check_dropout(dropout_rate)
+    return _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
+                   rate, generator)
+
+
+def _check_pair(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None) -> None:
+    check.check_config(cfg)
+    check.check_params(params)
+    check.check_ids("input_ids", input_ids, cfg)
+    check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
+
+
+def forward(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input_ids: Tensor,
+            attention_mask: Tensor | None = None, decoder_attention_mask: Tensor | None = None, *,
+            dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """Teacher-forced logits. input_ids: (B, S); decoder_input_ids: (B, T) -> (B, T, V)."""
+    _check_pair(params, cfg, input_ids, attention_mask)
+    check.check_ids("decoder_input_ids", decoder_input_ids, cfg)
+    check.check_same_batch("decoder_input_ids", decoder_input_ids, input_ids, "input_ids")
+    check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
+    rate = check.check_dropout(dropout_rate)
+    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator)
+    hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
+                     rate, generator)
+    return lm_logits(params, cfg, hidden)
+
+
+def shift_right(labels: Tensor, cfg: MT5Config) -> Tensor:
+    """Decoder inputs from labels: prepend ``decoder_start_token_id``, drop the last
+    label, and turn ignored (-100) positions into ``pad_token_id``. (B, T) -> (B, T)."""
+    start = torch.full_like(labels[:, :1], cfg.decoder_start_token_id)  # (B, 1)
+    shifted = torch.cat([start, labels[:, :-1]], dim=1)  # (B, T)
+    return shifted.masked_fill(shifted == check.IGNORE_INDEX, cfg.pad_token_id)
+
+
+def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attention_mask: Tensor | None = None,
+         *, decoder_attention_mask: Tensor | None = None, reduction: str = "mean", dropout_rate: float = 0.0,
+         generator: torch.Generator | None = None) -> Tensor:
+    """Cross-entropy of ``labels`` (B, T) under teacher forcing, transformers' semantics.
+
+    The decoder reads ``shift_right(labels)``; positions labelled -100 are
+    ignored. ``reduction="mean"`` averages over the kept tokens (0-d tensor),
+    ``"sum"`` adds them (for gradient accumulation over uneven batches).
+    The log-softmax runs in float32 whatever the parameter dtype.
+    """
+    _check_pair(params, cfg, input_ids, attention_mask)
+    check.check_ids("labels", labels, cfg, allow_ignore=True)
+    check.check_same_batch("labels", labels, input_ids, "input_ids")
+    check.check_mask("decoder_attention_mask", decoder_attention_mask, labels, "labels")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    rate = check.check_dropout(dropout_rate)
+    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator)
+    hidden = _decode(params, cfg, shift_right(labels, cfg), encoder_hidden, attention_mask,
+                     decoder_attention_mask, rate, generator)
+    logits = lm_logits(params, cfg, hidden)  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=check.IGNORE_INDEX,
+                           reduction=reduction)

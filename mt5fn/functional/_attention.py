@@ -1,0 +1,83 @@
+"""Multi-head attention the T5 way: no 1/sqrt(d) scaling, an additive bias.
+
+Vaswani et al. 2017 with T5's two changes (Raffel et al. 2020, sec. 2.1): the
+query-key logits are not scaled (the initialisation of ``q`` absorbs it), and a
+relative position bias plus the padding / causal mask are added to the logits.
+The bias and the mask arrive here already summed, as one additive float tensor.
+
+The kernel is ``scaled_dot_product_attention`` with ``scale=1.0``. A plain
+softmax path serves what SDPA's CPU kernel cannot do: forward-mode AD
+(``jvp``/``jacfwd``), ``vmap`` (no batching rule: it would loop), and attention
+dropout with an explicit generator. Both paths compute the same function.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from ._dropout import dropout
+
+
+def _under_batching_or_forward_ad() -> bool:
+    """True inside ``vmap`` or forward-mode AD, where the SDPA kernel is unusable."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch.autograd.forward_ad._current_level >= 0:
+        return True
+    interpreters = torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters()
+    grad_only = (torch._C._functorch.TransformType.Grad,)
+    return any(interp.key() not in grad_only for interp in interpreters)
+
+
+def split_heads(projected: Tensor, num_heads: int) -> Tensor:
+    """(B, T, H * d_kv) -> (B, H, T, d_kv)."""
+    return rearrange(projected, "b t (h d) -> b h t d", h=num_heads)
+
+
+def project_key_value(p: dict, source: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
+    """Keys and values of ``source`` (B, S, d): two (B, H, S, d_kv) tensors.
+
+    Split out so a decoding cache can compute cross-attention K/V once per input.
+    """
+    key = split_heads(F.linear(source, p["k"]), num_heads)  # (B, H, S, d_kv)
+    value = split_heads(F.linear(source, p["v"]), num_heads)  # (B, H, S, d_kv)
+    return key, value
+
+
+def attend(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, *,
+           dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """softmax(q k^T + bias) v, unscaled. (B, H, Tq, d), (B, H, Tk, d) x2 -> (B, H, Tq, d)."""
+    if dropout_rate > 0.0 or _under_batching_or_forward_ad():
+        scores = query @ key.transpose(-1, -2)  # (B, H, Tq, Tk)
+        if bias is not None:
+            scores = scores + bias
+        weights = torch.softmax(scores, dim=-1)
+        weights = dropout(weights, dropout_rate, generator)
+        return weights @ value  # (B, H, Tq, d)
+    if bias is not None and bias.dtype != query.dtype:
+        bias = bias.to(query.dtype)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0)
+
+
+def attention(p: dict, hidden: Tensor, key_value_states: Tensor | None = None,
+              bias: Tensor | None = None, *, num_heads: int, dropout_rate: float = 0.0,
+              generator: torch.Generator | None = None,
+              key_value: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """One attention sublayer (without its norm and residual).
+
+    p: {"q", "k", "v": (H*d_kv, d), "o": (d, H*d_kv)}; hidden: (B, T, d).
+    ``key_value_states`` (B, S, d) makes it cross-attention (default: self).
+    ``key_value`` passes precomputed (B, H, S, d_kv) keys and values instead.
+    bias: additive, broadcastable to (B, H, T, S). Returns (B, T, d).
+    """
+    query = split_heads(F.linear(hidden, p["q"]), num_heads)  # (B, H, T, d_kv)
+    if key_value is None:
+        source = hidden if key_value_states is None else key_value_states
+        key_value = project_key_value(p, source, num_heads)
+    key, value = key_value
+    context = attend(query, key, value, bias, dropout_rate=dropout_rate, generator=generator)
+    context = rearrange(context, "b h t d -> b t (h d)")  # (B, T, H*d_kv)
+    return F.linear(context, p["o"])  # (B, T, d)

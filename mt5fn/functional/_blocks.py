@@ -1,0 +1,61 @@
+"""Encoder and decoder blocks: pre-norm residual sublayers (Raffel et al. 2020, sec. 2.1).
+
+encoder block:  x + Attn(norm(x)),  then  x + FFN(norm(x))
+decoder block:  x + SelfAttn(norm(x)),  x + CrossAttn(norm(x), enc),  x + FFN(norm(x))
+
+Biases arrive precomputed (position bias + mask, summed) because T5 computes
+them once per stack, in block 0, and every block reuses them (UMT5: one per
+block, computed by the caller from the block's own table).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._config import MT5Config
+from ._attention import attention
+from ._dropout import clamp_half, dropout
+from ._ffn import feed_forward
+from ._norm import rms_norm
+
+
+def _ffn_sublayer(p: dict, cfg: MT5Config, hidden: Tensor, rate: float,
+                  generator: torch.Generator | None) -> Tensor:
+    normed = rms_norm(p["mlp_norm"], hidden, cfg.layer_norm_epsilon)
+    update = feed_forward(p["mlp"], normed, activation=cfg.activation, dropout_rate=rate, generator=generator)
+    return clamp_half(hidden + dropout(update, rate, generator))
+
+
+def encoder_block(p: dict, cfg: MT5Config, hidden: Tensor, bias: Tensor | None, *,
+                  dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """hidden: (B, T, d); bias: additive, broadcastable to (B, H, T, T). Returns (B, T, d)."""
+    rate = dropout_rate
+    normed = rms_norm(p["attn_norm"], hidden, cfg.layer_norm_epsilon)
+    update = attention(p["attn"], normed, bias=bias, num_heads=cfg.num_heads,
+                       dropout_rate=rate, generator=generator)
+    hidden = clamp_half(hidden + dropout(update, rate, generator))
+    return _ffn_sublayer(p, cfg, hidden, rate, generator)
+
+
+def decoder_block(p: dict, cfg: MT5Config, hidden: Tensor, self_bias: Tensor | None,
+                  encoder_hidden: Tensor | None, cross_bias: Tensor | None, *,
+                  dropout_rate: float = 0.0, generator: torch.Generator | None = None,
+                  self_key_value: tuple[Tensor, Tensor] | None = None,
+                  cross_key_value: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """hidden: (B, T, d); encoder_hidden: (B, S, d); self_bias: (.., H, T, T);
+    cross_bias: mask only, broadcastable to (B, H, T, S). Returns (B, T, d).
+
+    ``self_key_value`` / ``cross_key_value`` supply cached (B, H, *, d_kv) keys
+    and values (the decoding cache); otherwise they are projected here.
+    """
+    rate = dropout_rate
+    normed = rms_norm(p["self_attn_norm"], hidden, cfg.layer_norm_epsilon)
+    update = attention(p["self_attn"], normed, bias=self_bias, num_heads=cfg.num_heads,
+                       dropout_rate=rate, generator=generator, key_value=self_key_value)
+    hidden = clamp_half(hidden + dropout(update, rate, generator))
+    normed = rms_norm(p["cross_attn_norm"], hidden, cfg.layer_norm_epsilon)
+    update = attention(p["cross_attn"], normed, encoder_hidden, bias=cross_bias, num_heads=cfg.num_heads,
+                       dropout_rate=rate, generator=generator, key_value=cross_key_value)
+    hidden = clamp_half(hidden + dropout(update, rate, generator))
+    return _ffn_sublayer(p, cfg, hidden, rate, generator)

@@ -1,0 +1,59 @@
+"""The position-wise feed-forward sublayer: ``relu`` (T5 v1.0) or gated (v1.1 / mT5).
+
+Shazeer 2020 ("GLU Variants Improve Transformer"): the gated form is
+``wo(act(x wi_0) * (x wi_1))``. ``gated-gelu`` uses the tanh approximation of
+GELU (transformers' ``gelu_new``); plain ``gelu`` is the exact erf form.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._dropout import dropout
+
+
+def _gelu_fast(x: Tensor) -> Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+def _gelu_new(x: Tensor) -> Tensor:
+    # Written out as transformers' NewGELUActivation so float32 agrees bit for bit.
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_new": _gelu_new,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": _gelu_fast,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "mish": F.mish,
+    "relu2": lambda x: torch.square(F.relu(x)),
+}
+
+
+def feed_forward(p: dict, hidden: Tensor, *, activation: str, dropout_rate: float = 0.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """p: {"wi": (d_ff, d)} or {"wi_0", "wi_1": (d_ff, d)}, plus {"wo": (d, d_ff)}.
+
+    hidden: (B, T, d) -> (B, T, d). The sublayer's norm and residual are the caller's.
+    """
+    act = ACTIVATION_FUNCTIONS[activation]
+    if "wi" in p:
+        inner = act(F.linear(hidden, p["wi"]))  # (B, T, d_ff)
+    else:
+        inner = act(F.linear(hidden, p["wi_0"])) * F.linear(hidden, p["wi_1"])  # (B, T, d_ff)
+    inner = dropout(inner, dropout_rate, generator)
+    if inner.dtype != p["wo"].dtype:
+        inner = inner.to(p["wo"].dtype)  # transformers keeps ``wo`` in float32 for half models
+    return F.linear(inner, p["wo"])  # (B, T, d)
