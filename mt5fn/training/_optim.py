@@ -1,0 +1,94 @@
+"""``torch.optim`` over the parameter pytree (no re-implemented optimizers).
+
+The optimizer and the pytree share tensors: ``make_optimizer(params)`` hands
+the pytree's leaf tensors themselves (named by their dotted paths,
+``flatten_params`` order) to ``torch.optim.AdamW`` / ``torch.optim.Adafactor``.
+``apply_gradients`` puts each gradient on its leaf's ``.grad`` and calls
+``optimizer.step()``, which updates the leaves in place, so the same
+``params`` dict holds the new values afterwards and is passed unchanged to the
+next ``train_step``. Hence the rule: build the optimizer from the exact pytree
+you train, and do not replace its leaves (``tree_map`` makes new tensors;
+load new values with ``leaf.copy_(...)`` under ``torch.no_grad()``).
+
+Weight decay (when nonzero) applies to matrices only: 1-D leaves (the RMSNorm
+scales) sit in a second group with ``weight_decay=0``, the usual practice
+for normalisation weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._params import flatten_params
+
+_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adafactor": torch.optim.Adafactor}
+
+
+def make_optimizer(params: dict, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
+                   **kwargs: Any) -> torch.optim.Optimizer:
+    """A ``torch.optim`` optimizer owning the pytree's leaves.
+
+    ``name``: ``"adamw"`` (``torch.optim.AdamW``) or ``"adafactor"``
+    (``torch.optim.Adafactor``, factored second moments, the T5 choice; its
+    ``lr`` multiplies the relative step size, 1e-2 is torch's default).
+    ``kwargs`` pass through (``betas``, ``eps``, ``beta2_decay``, ...).
+    Parameter groups carry ``param_names`` (the dotted pytree paths), so
+    ``optimizer.state_dict()`` is readable and checkable on resume.
+    """
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"name must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    flat = flatten_params(params)
+    if not flat:
+        raise ValueError("params has no tensor leaves to optimise")
+    seen: dict[int, str] = {}
+    for path, leaf in flat.items():
+        if not leaf.dtype.is_floating_point:
+            raise ValueError(f"params[{path!r}] has dtype {leaf.dtype}; only floating tensors can be optimised")
+        if not leaf.is_leaf:
+            raise ValueError(f"params[{path!r}] is not a leaf tensor (it has autograd history); "
+                             "detach it (and set requires_grad_ if you need autograd) before optimising")
+        if id(leaf) in seen:
+            raise ValueError(f"params[{path!r}] is the same tensor as params[{seen[id(leaf)]!r}]")
+        seen[id(leaf)] = path
+    decay = [(path, leaf) for path, leaf in flat.items() if leaf.dim() > 1]
+    no_decay = [(path, leaf) for path, leaf in flat.items() if leaf.dim() <= 1]
+    if weight_decay > 0:
+        groups = [{"params": decay, "weight_decay": float(weight_decay)},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [group for group in groups if group["params"]]
+    else:
+        groups = [{"params": list(flat.items()), "weight_decay": 0.0}]
+    return _OPTIMIZERS[name](groups, lr=float(lr), **kwargs)
+
+
+def apply_gradients(optimizer: torch.optim.Optimizer, params: dict, grads: dict) -> None:
+    """Set each leaf's ``.grad`` from the ``grads`` pytree and take one optimizer step (in place).
+
+    ``params`` must be the pytree the optimizer was built from (same leaf
+    tensors, same order); ``grads`` has the same structure (``train_step``'s
+    output). The ``.grad`` fields are cleared afterwards so the gradients do
+    not outlive the step.
+    """
+    leaves = flatten_params(params)
+    grad_leaves = flatten_params(grads)
+    if list(leaves) != list(grad_leaves):
+        missing = sorted(set(leaves) ^ set(grad_leaves))
+        raise ValueError(f"grads must have the structure of params; paths differ: {missing[:5]}")
+    owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for path, leaf in leaves.items():
+        if id(leaf) not in owned:
+            raise ValueError(f"params[{path!r}] is not a tensor this optimizer owns; build the optimizer "
+                             "with make_optimizer(params) from this very pytree and update it in place")
+        grad = grad_leaves[path]
+        if grad.shape != leaf.shape:
+            raise ValueError(f"grads[{path!r}] has shape {tuple(grad.shape)}, params has {tuple(leaf.shape)}")
+        leaf.grad = grad.detach().to(dtype=leaf.dtype, device=leaf.device)
+    optimizer.step()
+    for leaf in leaves.values():
+        leaf.grad = None
