@@ -10,11 +10,13 @@ Block-level functions live in :mod:`mt5fn.functional`.
 """
 
 from . import functional
+from ._checkpoint import load_pretrained, save_pretrained
 from ._config import MT5Config
 from ._hf_names import from_hf_state_dict, to_hf_state_dict
 from ._model import decode, encode, forward, lm_logits, loss, shift_right
 from ._module import MT5Module, module_params
 from ._params import flatten_params, init_params, num_params, tree_map, unflatten_params
+from ._tokenizer import Tokenizer, train_tokenizer
 
 __version__ = "0.1.0"
 
@@ -22,4 +24,5 @@ __all__ = [
     "MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict",
     "functional", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
     "to_hf_state_dict", "tree_map", "unflatten_params",
+    "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer",
 ]
