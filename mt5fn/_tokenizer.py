@@ -25,6 +25,7 @@ import io
 import json
 import os
 import re
+import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -332,20 +333,36 @@ def train_tokenizer(texts_or_files: Any, out_dir: str | os.PathLike, vocab_size:
     sentences = [line for text in lines for line in _check_text(text).split("\n") if line.strip()]
     if not sentences:
         raise ValueError("texts_or_files: the corpus is empty (no non-blank lines)")
-    model = io.BytesIO()
-    try:
+
+    def train(size: int) -> bytes:
+        model = io.BytesIO()
         sentencepiece.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences), model_writer=model, model_type="unigram",
-            vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=character_coverage,
+            vocab_size=size, hard_vocab_limit=False, character_coverage=character_coverage,
             byte_fallback=byte_fallback, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
             pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", normalization_rule_name="nmt_nfkc",
             max_sentence_length=max_sentence_length, num_threads=num_threads or min(4, os.cpu_count() or 1),
             minloglevel=2,
         )
+        return model.getvalue()
+
+    try:
+        try:
+            model = train(vocab_size)
+        except RuntimeError as error:
+            # Every character kept by character_coverage needs a piece: a small vocabulary over a
+            # corpus with many characters (CJK) cannot be trained. Grow it to the smallest that can.
+            match = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
+            if not match:
+                raise
+            needed = int(match.group(1))
+            warnings.warn(f"train_tokenizer: vocab_size={vocab_size} cannot hold the corpus's characters; "
+                          f"training with vocab_size={needed} (or lower character_coverage)", stacklevel=2)
+            model = train(needed)
     except RuntimeError as error:
         raise ValueError(f"sentencepiece could not train on this corpus with vocab_size={vocab_size}: "
                          f"{error}") from None
-    tokenizer = Tokenizer(model.getvalue(), extra_ids=extra_ids, origin="trained model")
+    tokenizer = Tokenizer(model, extra_ids=extra_ids, origin="trained model")
     tokenizer.save_pretrained(out_dir)
     return tokenizer
 

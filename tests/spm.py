@@ -58,9 +58,13 @@ def _train(out_dir: str, vocab_size: int) -> str:
     return prefix + ".model"
 
 
-@functools.lru_cache(maxsize=None)
 def spiece_model(vocab_size: int = 300) -> str:
     """Path of a freshly trained ``spiece.model`` (trained once per process and size)."""
+    return _cached_model(int(vocab_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_model(vocab_size: int) -> str:
     out_dir = tempfile.mkdtemp(prefix="mt5fn-spm-")
     atexit.register(shutil.rmtree, out_dir, True)
     return _train(out_dir, vocab_size)
