@@ -34,9 +34,9 @@ def _examples(seed: int, count: int) -> list:
     return pairs
 
 
-def _autograd_grads(params, batch):
+def _autograd_grads(params, batch, cfg=CFG, **kw):
     leaves = mt5fn.tree_map(lambda t: t.detach().clone().requires_grad_(), params)
-    value = mt5fn.loss(leaves, CFG, batch["input_ids"], batch["labels"], batch["attention_mask"])
+    value = mt5fn.loss(leaves, cfg, batch["input_ids"], batch["labels"], batch["attention_mask"], **kw)
     value.backward()
     return value.detach(), mt5fn.tree_map(lambda t: t.grad, leaves)
 
@@ -48,11 +48,17 @@ def _assert_trees_close(actual, expected, **tol):
         torch.testing.assert_close(flat_a[path], flat_e[path], msg=lambda m, p=path: f"{p}: {m}", **tol)
 
 
-def test_grads_equal_autograd_on_loss():
-    params = mt5fn.init_params(CFG, seed=0)
+TIED_T5 = mt5fn.MT5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=2,
+                          num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                          feed_forward_proj="relu", tie_word_embeddings=True, model_type="t5")
+
+
+@pytest.mark.parametrize("cfg", [CFG, TIED_T5], ids=["mt5", "t5-tied"])
+def test_grads_equal_autograd_on_loss(cfg):
+    params = mt5fn.init_params(cfg, seed=0)
     batch = collate(_examples(1, 3))
-    result = train_step(params, CFG, batch)
-    loss, grads = _autograd_grads(params, batch)
+    result = train_step(params, cfg, batch)
+    loss, grads = _autograd_grads(params, batch, cfg)
     torch.testing.assert_close(result.loss, loss, rtol=1e-6, atol=1e-6)
     _assert_trees_close(result.grads, grads, rtol=1e-5, atol=1e-7)
     assert result.num_tokens == int((batch["labels"] != -100).sum())
@@ -104,6 +110,10 @@ def test_dropout_reproducible_from_generator():
     _assert_trees_close(a.grads, b.grads, rtol=0, atol=0)
     assert not torch.equal(a.loss, c.loss)
     assert not torch.equal(a.loss, train_step(params, CFG, batch).loss)  # dropout is on
+    # the same masks as autograd on mt5fn.loss drawing from the same generator state
+    loss, grads = _autograd_grads(params, batch, dropout_rate=0.3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a.loss, loss, rtol=1e-6, atol=1e-6)
+    _assert_trees_close(a.grads, grads, rtol=1e-5, atol=1e-7)
 
 
 def test_bfloat16_autocast_equals_amp_autograd():
