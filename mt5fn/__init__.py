@@ -9,7 +9,7 @@ Everything takes the parameter pytree first and the frozen config second::
 Block-level functions live in :mod:`mt5fn.functional`.
 """
 
-from . import functional
+from . import data, functional, training
 from ._checkpoint import load_pretrained, save_pretrained
 from ._cache import DecodeCache, decode_step, init_cache
 from ._config import MT5Config
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict",
-    "functional", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
+    "data", "functional", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
     "DecodeCache", "decode_step", "generate", "init_cache",
     "to_hf_state_dict", "tree_map", "unflatten_params",
     "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer",
