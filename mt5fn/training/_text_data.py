@@ -132,8 +132,8 @@ def build_examples(raw: list, tokenizer, mode: str, *, max_input_length: int, ma
     vocab_size = int(tokenizer.vocab_size if vocab_size is None else vocab_size)
     eos_id = int(tokenizer.eos_token_id)
     if mode == "supervised":
-        sources = tokenizer.batch_encode([pair[0] for pair in raw])
-        targets = tokenizer.batch_encode([pair[1] for pair in raw])
+        sources = _encode(tokenizer, [pair[0] for pair in raw])
+        targets = _encode(tokenizer, [pair[1] for pair in raw])
         items = [(_truncate(s, max_input_length, eos_id), _truncate(t, max_target_length, eos_id))
                  for s, t in zip(sources, targets)]
         return Examples(mode, items, vocab_size, eos_id, seed)
@@ -146,7 +146,7 @@ def build_examples(raw: list, tokenizer, mode: str, *, max_input_length: int, ma
         raise DataError(f"--max-input-length {max_input_length} gives span-corruption targets of "
                         f"{target_length} tokens, more than --max-target-length {max_target_length}")
     documents = [torch.tensor(_strip_eos(ids, eos_id), dtype=torch.long)
-                 for ids in tokenizer.batch_encode(list(raw))]
+                 for ids in _encode(tokenizer, list(raw))]
     chunks = pack(documents, raw_length)  # (N, raw_length)
     total = sum(len(doc) for doc in documents)
     if len(chunks) == 0:
@@ -154,6 +154,11 @@ def build_examples(raw: list, tokenizer, mode: str, *, max_input_length: int, ma
                         f"{raw_length} raw tokens (--max-input-length {max_input_length}); "
                         "give more text or a smaller --max-input-length")
     return Examples(mode, list(chunks), vocab_size, eos_id, seed)
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, ``</s>`` appended (unpadded lists)."""
+    return tokenizer.batch_encode(texts, padding=False, return_tensors=None)["input_ids"]
 
 
 def _strip_eos(ids: list[int], eos_id: int) -> list[int]:
