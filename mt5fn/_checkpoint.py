@@ -128,30 +128,36 @@ def _load_bin(file: str) -> dict[str, Tensor]:
     return state
 
 
-def _read_weights(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """(state dict, tensor name -> file it came from)."""
-    single = {"safetensors": os.path.join(path, st.WEIGHTS_NAME), "bin": os.path.join(path, BIN_NAME)}
-    index = {"safetensors": os.path.join(path, st.INDEX_NAME), "bin": os.path.join(path, BIN_INDEX_NAME)}
-    reader = {"safetensors": st.read_safetensors, "bin": _load_bin}
-    for kind in ("safetensors", "bin"):
-        if os.path.isfile(single[kind]):
-            state = reader[kind](single[kind])
-            return state, dict.fromkeys(state, single[kind])
-        if os.path.isfile(index[kind]):
-            weight_map = st.read_index(index[kind])
-            state, source = {}, {}
-            for shard in sorted(set(weight_map.values())):
-                file = os.path.join(path, shard)
-                part = reader[kind](file)
-                state.update(part)
-                source.update(dict.fromkeys(part, file))
-            absent = [name for name, shard in weight_map.items() if source.get(name) != os.path.join(path, shard)]
-            if absent:
-                raise ValueError(f"{index[kind]}: names tensors its shards do not hold: "
-                                 f"{', '.join(sorted(absent)[:5])}{' ...' if len(absent) > 5 else ''}")
-            return state, source
+def weights_layout(path: str) -> tuple[str, str, bool]:
+    """``(format, file, sharded)`` of the weights in ``path``: the single file or the shard index
+    transformers would read, safetensors before ``.bin``."""
+    for kind, single, index in (("safetensors", st.WEIGHTS_NAME, st.INDEX_NAME), ("bin", BIN_NAME, BIN_INDEX_NAME)):
+        if os.path.isfile(os.path.join(path, single)):
+            return kind, os.path.join(path, single), False
+        if os.path.isfile(os.path.join(path, index)):
+            return kind, os.path.join(path, index), True
     raise FileNotFoundError(f"{path}: no weights found; expected one of {st.WEIGHTS_NAME}, {st.INDEX_NAME}, "
                             f"{BIN_NAME} or {BIN_INDEX_NAME}")
+
+
+def _read_weights(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(state dict, tensor name -> file it came from)."""
+    kind, file, sharded = weights_layout(path)
+    reader = st.read_safetensors if kind == "safetensors" else _load_bin
+    if not sharded:
+        state = reader(file)
+        return state, dict.fromkeys(state, file)
+    weight_map = st.read_index(file)
+    state, source = {}, {}
+    for shard in sorted(set(weight_map.values())):
+        part = reader(os.path.join(path, shard))
+        state.update(part)
+        source.update(dict.fromkeys(part, os.path.join(path, shard)))
+    absent = [name for name, shard in weight_map.items() if source.get(name) != os.path.join(path, shard)]
+    if absent:
+        raise ValueError(f"{file}: names tensors its shards do not hold: "
+                         f"{', '.join(sorted(absent)[:5])}{' ...' if len(absent) > 5 else ''}")
+    return state, source
 
 
 def _annotate(error: ValueError, source: dict[str, str], config_file: str) -> ValueError:
