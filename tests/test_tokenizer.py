@@ -236,3 +236,17 @@ def test_train_tokenizer_on_a_tiny_corpus_and_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         mt5fn.train_tokenizer(tmp_path / "absent.txt", tmp_path / "bad")
     assert not (tmp_path / "empty").exists() and not (tmp_path / "bad").exists()
+
+
+def test_model_that_keeps_whitespace_runs_matches_transformers(tmp_path):
+    """A model trained with remove_extra_whitespaces=False: transformers still splits on whitespace."""
+    import sentencepiece
+    import transformers
+
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(spm.CORPUS * 4), model_prefix=str(tmp_path / "spiece"), vocab_size=300,
+        hard_vocab_limit=False, character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        remove_extra_whitespaces=False, num_threads=1, minloglevel=2)
+    tok, ref = mt5fn.Tokenizer.from_pretrained(tmp_path), transformers.T5Tokenizer.from_pretrained(tmp_path)
+    for text in STRINGS:
+        assert tok.encode(text) == ref(text)["input_ids"], text
