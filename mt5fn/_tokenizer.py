@@ -178,8 +178,10 @@ class Tokenizer:
                 if isinstance(part, int):
                     plan.append(part)
                     continue
-                part = part.translate(self._space_table)
-                words = [part] if self._collapses else [w for w in re.split(f"[{_WHITE_SPACE}]+", part) if w]
+                if self._collapses:
+                    words = [part.translate(self._space_table)]
+                else:  # the model keeps whitespace runs; transformers splits words after normalising
+                    words = [w for w in re.split(f"[{_WHITE_SPACE}{_METASPACE}]+", self._sp.normalize(part)) if w]
                 plan.append(slice(len(pieces), len(pieces) + len(words)))
                 pieces += words
             plans.append(plan)

@@ -31,7 +31,7 @@ STRINGS = [
     "emoji 😀😀 ok 龘 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "unknown ∰∱ symbols ☃", "ＡＢＣ１２３ fullwidth", "ﬁ ligature ĳ ǅ Ⅻ ①②",
     "e\u0301 combining", "zero\u200bwidth\u200djoiner\u200cnon", "\ufeffbom", "soft\u00adhyphen",
     "control\x00chars\x1f\x1c here", "crlf\r\nline", "Grüße aus Köln — «quotes» „dt“ ‚x‘",
-    "中文 English 混合 text，標點！", "   日本語   の   空白   ",
+    "中文 English 混合 text，標點！", "   日本語   の   空白   ", "meta\u2581space \u2581\u2581x\u2581",
     *(f"a{ch}b{ch}{ch}c" for ch in WHITESPACE),
 ]
 
