@@ -7,8 +7,10 @@ The bias and the mask arrive here already summed, as one additive float tensor.
 
 The kernel is ``scaled_dot_product_attention`` with ``scale=1.0``. A plain
 softmax path serves what SDPA's CPU kernel cannot do: forward-mode AD
-(``jvp``/``jacfwd``), ``vmap`` (no batching rule: it would loop), and attention
-dropout with an explicit generator. Both paths compute the same function.
+(``jvp``/``jacfwd``), ``vmap`` (no batching rule: it would loop), attention
+dropout with an explicit generator, and a bias that needs a gradient (training:
+the position-bias table is learned), where the CPU kernels fall back to a
+slower "math" composite anyway. Both paths compute the same function.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ def _under_batching_or_forward_ad() -> bool:
     return any(interp.key() not in grad_only for interp in interpreters)
 
 
+def _bias_needs_grad(bias: Tensor | None) -> bool:
+    """A learned bias under autograd: SDPA would take its unfused math fallback (extra scaling
+    and -inf checks) to differentiate the mask; the plain path is the same math, cheaper."""
+    return bias is not None and bias.requires_grad and torch.is_grad_enabled()
+
+
 def split_heads(projected: Tensor, num_heads: int) -> Tensor:
     """(B, T, H * d_kv) -> (B, H, T, d_kv)."""
     return rearrange(projected, "b t (h d) -> b h t d", h=num_heads)
@@ -50,7 +58,7 @@ def project_key_value(p: dict, source: Tensor, num_heads: int) -> tuple[Tensor, 
 def attend(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, *,
            dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """softmax(q k^T + bias) v, unscaled. (B, H, Tq, d), (B, H, Tk, d) x2 -> (B, H, Tq, d)."""
-    if dropout_rate > 0.0 or _under_batching_or_forward_ad():
+    if dropout_rate > 0.0 or _bias_needs_grad(bias) or _under_batching_or_forward_ad():
         scores = query @ key.transpose(-1, -2)  # (B, H, Tq, Tk)
         if bias is not None:
             scores = scores + bias

@@ -7,7 +7,6 @@ GELU (transformers' ``gelu_new``); plain ``gelu`` is the exact erf form.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -22,8 +21,10 @@ def _gelu_fast(x: Tensor) -> Tensor:
 
 
 def _gelu_new(x: Tensor) -> Tensor:
-    # Written out as transformers' NewGELUActivation so float32 agrees bit for bit.
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    # transformers' NewGELUActivation is this formula written out in eight elementwise ops
+    # (each saving a tensor for backward); torch's fused kernel computes the same formula in
+    # one pass, forward and backward, and agrees with it to float32 round-off (~2e-7 absolute).
+    return F.gelu(x, approximate="tanh")
 
 
 ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
