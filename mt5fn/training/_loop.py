@@ -255,7 +255,10 @@ def train(args, echo: Callable[[str], None] | None = None) -> TrainResult:
 
 def _train(args, ctx: D.Dist, echo: Callable[[str], None]) -> TrainResult:
     say = echo if ctx.is_main else (lambda message: None)
-    existing = latest_checkpoint(args.out) if os.path.isdir(args.out) else None
+    try:
+        existing = latest_checkpoint(args.out) if os.path.isdir(args.out) else None
+    except CheckpointError as error:
+        raise TrainError(str(error)) from None
     if args.resume and existing is None:
         raise TrainError(f"--resume: {args.out!r} holds no checkpoint (no 'latest' file); start without --resume")
     if not args.resume and existing is not None:
