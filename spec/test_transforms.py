@@ -31,6 +31,8 @@ import mt5fn
 from spec.strategies import model_cases, ones_mask
 
 TOL = dict(rtol=1e-9, atol=1e-9)
+# The two slowest properties run half the active profile's examples (ci: 6, thorough: 150).
+_HALF = max(1, settings.default.max_examples // 2)
 
 
 def _stack(trees: list) -> dict:
@@ -79,7 +81,7 @@ def test_vmap_over_stacked_params_equals_loop(case, members):
     torch.testing.assert_close(masked, expected, **TOL)
 
 
-@settings(max_examples=6)
+@settings(max_examples=_HALF)
 @given(model_cases(max_batch=2), st.integers(2, 3))
 def test_vmap_over_stack_module_state_equals_loop(case, members):
     """``stack_module_state`` over K ``MT5Module``s + ``vmap(functional_call)`` on a
@@ -131,7 +133,7 @@ def test_vmap_grad_per_example_equals_loop(case):
     _assert_trees_close(mt5fn.tree_map(lambda leaf: leaf.sum(0), per_example), total, **TOL)
 
 
-@settings(max_examples=8)
+@settings(max_examples=_HALF)
 @given(model_cases(max_batch=2, max_length=6), st.integers(0, 2 ** 16))
 def test_forward_mode_agrees_with_reverse_mode(case, tangent_seed):
     """For the encoder output as a function of the embedding table, and for the logits
