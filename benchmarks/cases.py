@@ -110,9 +110,16 @@ def build_runners(case: Case, hf: torch.nn.Module, params: dict, cfg: mt5fn.MT5C
     return Runners(hf_fn, eager, compiled, meta)
 
 
+def _num_weights(cfg: mt5fn.MT5Config) -> int:
+    d, inner = cfg.d_model, cfg.num_heads * cfg.d_kv
+    ffn = (3 if cfg.is_gated else 2) * d * cfg.d_ff
+    embeddings = cfg.vocab_size * d * (1 if cfg.tie_word_embeddings else 2)
+    return embeddings + cfg.num_layers * (4 * d * inner + ffn) + cfg.num_decoder_layers * (8 * d * inner + ffn)
+
+
 def estimated_bytes(case: Case, cfg: mt5fn.MT5Config, element_size: int) -> int:
     """A rough upper estimate of the memory one case needs (weights, grads, activations, logits)."""
-    weights = mt5fn.num_params(mt5fn.init_params(cfg, dtype=torch.float32, device="meta")) * element_size
+    weights = _num_weights(cfg) * element_size
     tokens = case.batch * (case.source + case.target)
     per_layer = tokens * (4 * cfg.d_model + 3 * cfg.d_ff) + case.batch * cfg.num_heads * (
         case.source ** 2 + case.target ** 2 + case.source * case.target)
