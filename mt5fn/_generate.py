@@ -12,6 +12,7 @@ row needs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -113,8 +114,20 @@ def generate(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Te
         do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, length_penalty=length_penalty,
         early_stopping=early_stopping, num_return_sequences=num_return_sequences,
         repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, generator=generator)
+    return decode_tokens(params, cfg, input_ids, attention_mask, spec, max_new_tokens=max_new_tokens,
+                         num_beams=num_beams, beam_search=num_beams > 1, length_penalty=length_penalty,
+                         early_stopping=early_stopping, num_return_sequences=num_return_sequences,
+                         generator=generator)
+
+
+def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
+                  spec: Processing, *, max_new_tokens: int, num_beams: int, beam_search: bool,
+                  length_penalty: float = 1.0, early_stopping: bool | str = False, num_return_sequences: int = 1,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """``generate`` after validation. ``beam_search`` chooses the loop, so one-beam beam search
+    (which ``generate`` runs as greedy) stays reachable for the specification."""
     batch, device = input_ids.shape[0], input_ids.device
-    repeat = num_beams if num_beams > 1 else num_return_sequences
+    repeat = num_beams if beam_search else num_return_sequences
     rows = batch * repeat
 
     with torch.inference_mode():
@@ -128,11 +141,12 @@ def generate(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Te
             return logits[:, 0]  # (N, V)
 
         def reorder(source_rows: Tensor, t: int) -> None:
-            for buffer in (cache.self_key, cache.self_value):
-                written = buffer[..., :t + 1, :]  # (L, N, H, t+1, d_kv)
-                written.copy_(written.index_select(1, source_rows))
+            # Beams move between rows of the same input only, so the cross K/V need no reordering.
+            nonlocal cache
+            cache = dataclasses.replace(cache, self_key=cache.self_key.index_select(1, source_rows),
+                                        self_value=cache.self_value.index_select(1, source_rows))
 
-        if num_beams > 1:
+        if beam_search:
             return beam_loop(step, reorder, cfg, spec, batch, num_beams, max_new_tokens, length_penalty,
                              early_stopping, num_return_sequences, generator, device)
         return sample_loop(step, cfg, spec, rows, max_new_tokens, generator, device)

@@ -78,14 +78,16 @@ def top_p_filter(scores: Tensor, top_p: float, min_keep: int = 1) -> Tensor:
 
 
 def process(spec: Processing, sequences: Tensor, scores: Tensor, generated: int) -> Tensor:
-    """Apply ``spec`` to the scores (N, V) of the next token after ``sequences`` (N, 1 + generated)."""
+    """Apply ``spec`` to the scores (N, V) of the next token after ``sequences`` (N, 1 + generated).
+
+    ``scores`` may be modified in place (the decoding loops pass tensors they own).
+    """
     if spec.repetition_penalty != 1.0:
         scores = repetition_penalty(sequences, scores, spec.repetition_penalty)
     if spec.no_repeat_ngram_size > 0:
         scores = no_repeat_ngram(sequences, scores, spec.no_repeat_ngram_size)
     if generated < spec.min_new_tokens:
-        scores = scores.clone()
-        scores[:, spec.eos_token_id] = -float("inf")
+        scores[:, spec.eos_token_id] = -float("inf")  # in place: the loops own their score tensors
     if spec.do_sample:
         if spec.temperature != 1.0:
             scores = scores / spec.temperature
