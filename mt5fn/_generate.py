@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -120,12 +120,21 @@ def generate(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Te
                          generator=generator)
 
 
+def check_arguments(cfg: MT5Config, **kwargs: Any) -> Processing:
+    """Validate ``generate``'s keyword arguments (defaults filled in) without running anything."""
+    defaults = dict(min_new_tokens=0, num_beams=1, do_sample=False, temperature=1.0, top_k=None, top_p=None,
+                    length_penalty=1.0, early_stopping=False, num_return_sequences=1, repetition_penalty=1.0,
+                    no_repeat_ngram_size=0, generator=None)
+    return _check_arguments(cfg, **{**defaults, **kwargs})
+
+
 def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
                   spec: Processing, *, max_new_tokens: int, num_beams: int, beam_search: bool,
                   length_penalty: float = 1.0, early_stopping: bool | str = False, num_return_sequences: int = 1,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, on_step: Callable[[], None] | None = None) -> Tensor:
     """``generate`` after validation. ``beam_search`` chooses the loop, so one-beam beam search
-    (which ``generate`` runs as greedy) stays reachable for the specification."""
+    (which ``generate`` runs as greedy) stays reachable for the specification; ``on_step`` is
+    called after every decoder step (the command line's profiler)."""
     batch, device = input_ids.shape[0], input_ids.device
     repeat = num_beams if beam_search else num_return_sequences
     rows = batch * repeat
@@ -138,6 +147,8 @@ def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mas
         def step(tokens: Tensor, t: int) -> Tensor:
             nonlocal cache
             logits, cache = run_step(weights, cfg, cache, tokens[:, None], inplace=True, position=t)
+            if on_step is not None:
+                on_step()
             return logits[:, 0]  # (N, V)
 
         def reorder(source_rows: Tensor, t: int) -> None:

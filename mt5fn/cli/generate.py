@@ -1,0 +1,97 @@
+"""``mt5fn generate --model DIR "text" ...``: continue texts with a checkpoint, one output per line.
+
+Tokenizes with the checkpoint's own tokenizer (``spiece.model`` in DIR),
+decodes greedily, with beam search (``--num-beams``) or by sampling
+(``--sample``, with ``--temperature``, ``--top-k``, ``--top-p``, ``--seed``),
+and prints each decoded output on its own line, in input order
+(``--num-return-sequences`` outputs per input, best first). Without texts on
+the command line, each line of standard input is one text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Iterator
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("generate", help="generate text with a checkpoint (greedy, beam, sampling)",
+                                   description=__doc__.split("\n\n")[1].replace("\n", " "))
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="input texts (default: lines of stdin)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory with spiece.model")
+    parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="most tokens per output (32)")
+    parser.add_argument("--min-new-tokens", type=int, default=0, metavar="N", help="no EOS before N tokens (0)")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search with N beams (1: off)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, metavar="A",
+                        help="beam score = log p / length ** A (1.0)")
+    parser.add_argument("--early-stopping", choices=("true", "false", "never"), default="false",
+                        help="when beam search stops (false)")
+    parser.add_argument("--num-return-sequences", type=int, default=1, metavar="N",
+                        help="outputs per input (beam search or sampling)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
+    parser.add_argument("--temperature", type=float, default=1.0, metavar="T", help="sampling temperature (1.0)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample from the K best tokens")
+    parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass in (0, 1]")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (0)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="CTRL penalty (1.0)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N", help="ban repeated N-grams")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="texts decoded together (16)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="load the weights in this dtype (default: as stored)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu)")
+    parser.add_argument("--profile", metavar="TRACE_DIR", default=None,
+                        help="write a torch.profiler trace of decoding steps 3-5 to TRACE_DIR")
+    parser.set_defaults(func=run)
+
+
+def _batches(texts: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(texts), size):
+        yield texts[start:start + size]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import _profiling
+    from .._checkpoint import load_pretrained
+    from .._config import MT5Config
+    from .._generate import check_arguments, decode_tokens
+    from .._tokenizer import Tokenizer
+
+    def fail(message: object) -> int:
+        print(f"mt5fn generate: error: {message}", file=sys.stderr)
+        return 1
+
+    early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
+    options = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                   num_beams=args.num_beams, do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
+                   top_p=args.top_p, length_penalty=args.length_penalty, early_stopping=early,
+                   num_return_sequences=args.num_return_sequences, repetition_penalty=args.repetition_penalty,
+                   no_repeat_ngram_size=args.no_repeat_ngram_size)
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        spec = check_arguments(MT5Config.from_hf(args.model), **options)  # bad options fail before loading
+        tokenizer = Tokenizer.from_pretrained(args.model)
+        cfg, params = load_pretrained(args.model, dtype=args.dtype, device=args.device)
+    except (OSError, ValueError, TypeError, RuntimeError) as error:
+        return fail(error)
+    if len(tokenizer) > cfg.vocab_size:
+        return fail(f"the tokenizer has {len(tokenizer)} tokens but the model only {cfg.vocab_size}")
+
+    texts = args.texts if args.texts else [line.rstrip("\r\n") for line in sys.stdin]
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    with _profiling.maybe_profile(args.profile) as profile_step:
+        for batch in _batches(texts, args.batch_size):
+            encoded = tokenizer.batch_encode(batch, padding=True)
+            ids = encoded["input_ids"].to(args.device)
+            mask = encoded["attention_mask"].to(args.device)
+            out = decode_tokens(params, cfg, ids, mask, spec, max_new_tokens=args.max_new_tokens,
+                                num_beams=args.num_beams, beam_search=args.num_beams > 1,
+                                length_penalty=args.length_penalty, early_stopping=early,
+                                num_return_sequences=args.num_return_sequences, generator=generator,
+                                on_step=profile_step)
+            for line in tokenizer.batch_decode(out.cpu(), skip_special_tokens=True):
+                print(line, flush=True)
+    return 0
