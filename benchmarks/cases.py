@@ -75,9 +75,19 @@ def _hf_train(hf: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> C
 def _mt5fn_callable(kind: str, params: dict, cfg: mt5fn.MT5Config, ids: torch.Tensor, targets: torch.Tensor,
                     compile_fn: Callable | None = None) -> Callable[[], object]:
     wrap = compile_fn or (lambda f: f)
-    if kind == "train":
-        step = wrap(torch.func.grad_and_value(mt5fn.loss))
+    if kind == "train" and compile_fn is not None:
+        step = wrap(torch.func.grad_and_value(mt5fn.loss))  # dynamo traces torch.func transforms whole
         return lambda: step(params, cfg, ids, targets)
+    if kind == "train":
+        # Eager: plain autograd on leaves, as loss.backward() is for transformers. (torch.func.grad
+        # gives the same numbers but its wrapper tensors hold about twice the activation memory.)
+        names, leaves = zip(*[(k, t.detach().requires_grad_()) for k, t in mt5fn.flatten_params(params).items()])
+        tree = mt5fn.unflatten_params(dict(zip(names, leaves)))
+
+        def step():
+            value = mt5fn.loss(tree, cfg, ids, targets)
+            return value.detach(), torch.autograd.grad(value, leaves)
+        return step
     if kind == "forward":
         fn = wrap(mt5fn.forward)
         return lambda: _no_grad(fn, params, cfg, ids, targets)

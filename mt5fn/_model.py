@@ -19,6 +19,7 @@ from . import _validate as check
 from ._config import MT5Config
 from ._masks import causal_bias, padding_bias, self_attention_bias
 from .functional import decoder_block, dropout, encoder_block, rms_norm
+from .functional._cross_entropy import fused_loss_applies, linear_cross_entropy
 
 
 def _embed(params: dict, ids: Tensor) -> Tensor:
@@ -148,7 +149,11 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     The decoder reads ``shift_right(labels)``; positions labelled -100 are
     ignored. ``reduction="mean"`` averages over the kept tokens (0-d tensor),
     ``"sum"`` adds them (for gradient accumulation over uneven batches).
-    The log-softmax runs in float32 whatever the parameter dtype.
+    The log-softmax runs in float32 for half-precision parameters (float64 stays float64).
+    Outside ``vmap`` / forward-mode AD / nested transforms the head and the loss run fused
+    and chunked (``functional._cross_entropy``): same value, no (B*T, V) logits kept;
+    that path is first-order only (``autograd.grad(..., create_graph=True)`` through it is
+    refused; nested ``torch.func`` transforms take the unfused path).
     """
     _check_pair(params, cfg, input_ids, attention_mask)
     check.check_ids("labels", labels, cfg, allow_ignore=True)
@@ -160,6 +165,13 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator)
     hidden = _decode(params, cfg, shift_right(labels, cfg), encoder_hidden, attention_mask,
                      decoder_attention_mask, rate, generator)
+    if fused_loss_applies():
+        # same value, without holding (B*T, V) logits, log-probs and their gradients at once
+        if cfg.scale_decoder_outputs:
+            hidden = hidden * (cfg.d_model ** -0.5)
+        head = params.get("lm_head", params["shared"])  # (V, d)
+        return linear_cross_entropy(hidden.flatten(0, 1), head, labels.flatten(), reduction=reduction)
     logits = lm_logits(params, cfg, hidden)  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=check.IGNORE_INDEX,
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; no copy otherwise
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=check.IGNORE_INDEX,
                            reduction=reduction)

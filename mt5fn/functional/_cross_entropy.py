@@ -1,0 +1,95 @@
+"""Cross-entropy of the vocabulary head without materialising the (tokens, vocab) logits.
+
+With mT5's 250k vocabulary the logits of a modest batch are hundreds of MB, and
+``F.cross_entropy`` keeps them, their log-softmax and two gradients of the same
+size alive at once. Here the head's matmul and the loss run over row chunks of
+the tokens (the fused "linear cross-entropy" of e.g. Liger Kernel, Hsu et al.
+2024): each chunk's logits become, in place, the gradient of its loss
+``softmax - onehot``, which is folded into the gradients of the hidden states
+and of the head weight right away. Backward only scales those by the incoming
+gradient. The FLOPs are those of the unfused forward + backward; the memory of
+the logits drops to one chunk.
+
+The per-row arithmetic is the usual one (log-sum-exp in float32, the label's
+logit subtracted), so the value matches ``F.cross_entropy`` to float32 round-off.
+The gradients are exact for first-order reverse mode; a second derivative
+through this function is refused (``once_differentiable``), and the model falls
+back to the plain path under ``vmap``, forward-mode AD or nested ``grad``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+IGNORE_INDEX = -100
+CHUNK_BYTES = 32 * 1024 * 1024  # float32 logits per chunk: large matmuls, bounded memory
+
+
+def chunk_rows(vocab_size: int) -> int:
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(hidden: Tensor, weight: Tensor, labels: Tensor, chunk: int, need_grad: bool):
+        loss_dtype = torch.promote_types(weight.dtype, torch.float32)  # half -> float32; float64 stays
+        total = torch.zeros((), dtype=loss_dtype, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if need_grad else hidden.new_empty(0)  # (N, d)
+        grad_weight = torch.zeros_like(weight) if need_grad else weight.new_empty(0)  # (V, d)
+        for start in range(0, hidden.shape[0], chunk):
+            rows = hidden[start:start + chunk]  # (c, d)
+            target = labels[start:start + chunk]  # (c,)
+            keep = target != IGNORE_INDEX  # (c,)
+            safe = target.clamp(min=0)[:, None]  # (c, 1): ignored rows pick column 0, weighted 0 below
+            logits = (rows @ weight.t()).to(loss_dtype)  # (c, V)
+            lse = torch.logsumexp(logits, dim=-1)  # (c,)
+            picked = logits.gather(1, safe).squeeze(1)  # (c,)
+            total = total + torch.where(keep, lse - picked, 0.0).sum()
+            if need_grad:
+                probs = logits.sub_(lse[:, None]).exp_()  # (c, V) softmax, in place of the logits
+                probs.scatter_add_(1, safe, -torch.ones_like(picked)[:, None])  # softmax - onehot
+                probs.mul_(keep.to(probs.dtype)[:, None])
+                delta = probs.to(weight.dtype)  # (c, V)
+                grad_hidden[start:start + chunk] = delta @ weight  # (c, d)
+                grad_weight.addmm_(delta.t(), rows)  # (V, d)
+        return total, grad_hidden, grad_weight
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, grad_hidden, grad_weight = output
+        ctx.mark_non_differentiable(grad_hidden, grad_weight)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total, _unused_hidden, _unused_weight):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_total.to(grad_hidden.dtype)
+        return grad_hidden * scale, grad_weight * scale, None, None, None
+
+
+def fused_loss_applies() -> bool:
+    """The fused path needs plain (or one ``torch.func.grad``) reverse mode: not ``vmap``,
+    not forward-mode AD, not nested transforms (those differentiate the backward again)."""
+    if torch.compiler.is_compiling():
+        return True
+    if torch.autograd.forward_ad._current_level >= 0:
+        return False
+    interpreters = torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters()
+    grad = torch._C._functorch.TransformType.Grad
+    return len(interpreters) <= 1 and all(interp.key() == grad for interp in interpreters)
+
+
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, reduction: str = "mean") -> Tensor:
+    """``F.cross_entropy(hidden @ weight.T, labels, ignore_index=-100, reduction=...)``, fused and chunked.
+
+    hidden: (N, d); weight: (V, d); labels: (N,) with -100 ignored. Returns a 0-d tensor (float32 for half weights);
+    ``"mean"`` divides by the number of kept labels (NaN when there are none, as ``F.cross_entropy``).
+    """
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    total, _, _ = _LinearCrossEntropy.apply(hidden, weight, labels, chunk_rows(weight.shape[0]), need_grad)
+    if reduction == "sum":
+        return total
+    return total / (labels != IGNORE_INDEX).sum()
