@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {report.machine_description(device, torch.get_num_threads())}")
     print(f"model: {args.model} ({cfg.model_type}, vocab {cfg.vocab_size}, d_model {cfg.d_model}, "
           f"{cfg.num_layers}+{cfg.num_decoder_layers} layers), {args.dtype} on {device}; "
-          f"parity max|logits diff| {loaded.parity:.2e}")
+          f"parity max|logits diff| {loaded.parity:.2e} (max|logit| {loaded.scale:.1f})")
     print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s; {warmup} warm-up + {repeats} interleaved timed rounds, "
           f"median", flush=True)
     rows = [run_case(case, loaded.hf, loaded.params, loaded.cfg, device, compile_mt5fn=compile_mt5fn,

@@ -50,6 +50,7 @@ class Loaded:
     params: dict
     hf: torch.nn.Module
     parity: float  # max |logits difference| on a short input
+    scale: float  # max |logit| there, to read the difference against
 
 
 def _hf_class(transformers, cfg: mt5fn.MT5Config):
@@ -92,4 +93,4 @@ def load_both(model_name: str, device: torch.device, dtype: torch.dtype) -> Load
         ours = mt5fn.forward(params, cfg, ids, dec)
         theirs = hf(input_ids=ids, decoder_input_ids=dec).logits
     parity = (ours.float() - theirs.float()).abs().max().item()
-    return Loaded(cfg, params, hf, parity)
+    return Loaded(cfg, params, hf, parity, theirs.float().abs().max().item())

@@ -26,10 +26,20 @@ def _embed(params: dict, ids: Tensor) -> Tensor:
     return F.embedding(ids, params["shared"])  # (B, T, d)
 
 
+def _embed_pair(params: dict, input_ids: Tensor, decoder_input_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Both stacks' embeddings from one lookup: backward then builds one dense (V, d) gradient
+    of ``shared`` instead of two that are summed (each is a full-vocabulary buffer)."""
+    ids = torch.cat([input_ids.flatten(), decoder_input_ids.flatten()])  # (B*S + B*T,)
+    both = _embed(params, ids)  # (B*S + B*T, d)
+    source, target = both.split([input_ids.numel(), decoder_input_ids.numel()])
+    return source.unflatten(0, input_ids.shape), target.unflatten(0, decoder_input_ids.shape)
+
+
 def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
-            rate: float, generator: torch.Generator | None) -> Tensor:
+            rate: float, generator: torch.Generator | None, embedded: Tensor | None = None) -> Tensor:
     stack = params["encoder"]
-    hidden = dropout(_embed(params, input_ids), rate, generator)  # (B, S, d)
+    embedded = _embed(params, input_ids) if embedded is None else embedded
+    hidden = dropout(embedded, rate, generator)  # (B, S, d)
     length = input_ids.shape[1]
     mask_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
 
@@ -47,9 +57,10 @@ def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Ten
 
 def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidden: Tensor,
             attention_mask: Tensor | None, decoder_attention_mask: Tensor | None, rate: float,
-            generator: torch.Generator | None) -> Tensor:
+            generator: torch.Generator | None, embedded: Tensor | None = None) -> Tensor:
     stack = params["decoder"]
-    hidden = dropout(_embed(params, decoder_input_ids), rate, generator)  # (B, T, d)
+    embedded = _embed(params, decoder_input_ids) if embedded is None else embedded
+    hidden = dropout(embedded, rate, generator)  # (B, T, d)
     length = decoder_input_ids.shape[1]
     causal = causal_bias(length, decoder_attention_mask, hidden.dtype, hidden.device)  # (1 | B, 1, T, T)
     cross_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
@@ -127,9 +138,10 @@ def forward(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input_ids: 
     check.check_same_batch("decoder_input_ids", decoder_input_ids, input_ids, "input_ids")
     check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
     rate = check.check_dropout(dropout_rate)
-    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator)
+    source, target = _embed_pair(params, input_ids, decoder_input_ids)
+    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source)
     hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
-                     rate, generator)
+                     rate, generator, target)
     return lm_logits(params, cfg, hidden)
 
 
@@ -162,9 +174,11 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     rate = check.check_dropout(dropout_rate)
-    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator)
-    hidden = _decode(params, cfg, shift_right(labels, cfg), encoder_hidden, attention_mask,
-                     decoder_attention_mask, rate, generator)
+    decoder_input_ids = shift_right(labels, cfg)
+    source, target = _embed_pair(params, input_ids, decoder_input_ids)
+    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source)
+    hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask,
+                     decoder_attention_mask, rate, generator, target)
     if fused_loss_applies():
         # same value, without holding (B*T, V) logits, log-probs and their gradients at once
         if cfg.scale_decoder_outputs:
