@@ -100,6 +100,21 @@ def _no_grad(fn: Callable, *args):
         return fn(*args)
 
 
+def _unfused(fn: Callable[[], object]) -> Callable[[], object]:
+    """Count FLOPs on the unfused loss (the textbook math both implementations perform); the
+    fused path's in-place ``addmm_`` accumulations are invisible to the FLOP counter."""
+    def run():
+        from mt5fn import _model
+
+        saved = _model.fused_loss_applies
+        _model.fused_loss_applies = lambda: False
+        try:
+            return fn()
+        finally:
+            _model.fused_loss_applies = saved
+    return run
+
+
 def build_runners(case: Case, hf: torch.nn.Module, params: dict, cfg: mt5fn.MT5Config, device: torch.device,
                   *, compile_mt5fn: bool) -> Runners:
     ids, targets = _inputs(case, cfg, device)
@@ -116,7 +131,7 @@ def build_runners(case: Case, hf: torch.nn.Module, params: dict, cfg: mt5fn.MT5C
         compile_fn = lambda f: torch.compile(f, fullgraph=True, dynamic=False)  # noqa: E731
         compiled = _mt5fn_callable(case.kind, params, cfg, ids, targets, compile_fn)
     meta_params = mt5fn.tree_map(lambda t: torch.empty_like(t, device="meta"), params)
-    meta = _mt5fn_callable(case.kind, meta_params, cfg, ids.to("meta"), targets.to("meta"))
+    meta = _unfused(_mt5fn_callable(case.kind, meta_params, cfg, ids.to("meta"), targets.to("meta")))
     return Runners(hf_fn, eager, compiled, meta)
 
 

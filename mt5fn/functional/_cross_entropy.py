@@ -24,7 +24,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 IGNORE_INDEX = -100
-CHUNK_BYTES = 32 * 1024 * 1024  # float32 logits per chunk: large matmuls, bounded memory
+# float32 logits per chunk. Large on purpose: every chunk's ``grad_weight.addmm_`` reads and
+# writes the whole (V, d) head gradient, so small chunks turn one GEMM into many memory passes
+# (measured: 33-row chunks made the mt5-small training step slower than unfused).
+CHUNK_BYTES = 256 * 1024 * 1024
 
 
 def chunk_rows(vocab_size: int) -> int:
@@ -37,7 +40,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss_dtype = torch.promote_types(weight.dtype, torch.float32)  # half -> float32; float64 stays
         total = torch.zeros((), dtype=loss_dtype, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_grad else hidden.new_empty(0)  # (N, d)
-        grad_weight = torch.zeros_like(weight) if need_grad else weight.new_empty(0)  # (V, d)
+        grad_weight = weight.new_empty(0)  # (V, d) once the first chunk has written it
         for start in range(0, hidden.shape[0], chunk):
             rows = hidden[start:start + chunk]  # (c, d)
             target = labels[start:start + chunk]  # (c,)
@@ -53,7 +56,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 probs.mul_(keep.to(probs.dtype)[:, None])
                 delta = probs.to(weight.dtype)  # (c, V)
                 grad_hidden[start:start + chunk] = delta @ weight  # (c, d)
-                grad_weight.addmm_(delta.t(), rows)  # (V, d)
+                if start == 0:
+                    grad_weight = delta.t() @ rows  # (V, d)
+                else:
+                    grad_weight.addmm_(delta.t(), rows)  # (V, d)
         return total, grad_hidden, grad_weight
 
     @staticmethod
@@ -61,13 +67,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
         _, grad_hidden, grad_weight = output
         ctx.mark_non_differentiable(grad_hidden, grad_weight)
         ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.spent = False
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_total, _unused_hidden, _unused_weight):
+        if ctx.spent:
+            raise RuntimeError("mt5fn.loss's fused cross-entropy can be differentiated once per forward "
+                               "(retain_graph=True is not supported); compute the loss again")
+        ctx.spent = True
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_total.to(grad_hidden.dtype)
-        return grad_hidden * scale, grad_weight * scale, None, None, None
+        if torch.compiler.is_compiling() or torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters():
+            # transforms refuse in-place updates of captured tensors (and the compiler plans memory itself)
+            return grad_hidden * scale, grad_weight * scale, None, None, None
+        # plain autograd: in place, since a fresh (V, d) product would double the head gradient's memory
+        return grad_hidden.mul_(scale), grad_weight.mul_(scale), None, None, None
 
 
 def fused_loss_applies() -> bool:
