@@ -26,6 +26,7 @@ then consumed.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +124,36 @@ def _write(buffer: Tensor, new: Tensor, start: Tensor | int, inplace: bool) -> T
     return torch.where(written, source, buffer)
 
 
+def _blocks(weights: ParamDecoder, cfg: MT5Config, cache: DecodeCache, hidden: Tensor,
+            self_bias: Callable[[int], Tensor], start: Tensor | int, keys_used: int,
+            inplace: bool) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The decoder blocks of one cached step: hidden (B, T, d) -> (B, T, d), plus each block's K/V buffers."""
+    eps = cfg.layer_norm_epsilon
+    shared_bias = None if cfg.per_layer_position_bias else self_bias(0)
+    new_keys, new_values = [], []
+    for layer in range(cfg.num_decoder_layers):
+        self_norm, cross_norm, mlp_norm = weights.norms(layer)
+        normed = rms_norm(self_norm, hidden, eps)
+        query, key, value = (split_heads(x, cfg.num_heads) for x in weights.self_qkv(layer, normed))  # (B, H, T, d_kv)
+        keys = _write(cache.self_key[layer], key, start, inplace)  # (B, H, M, d_kv)
+        values = _write(cache.self_value[layer], value, start, inplace)
+        new_keys.append(keys)
+        new_values.append(values)
+        bias = self_bias(layer) if cfg.per_layer_position_bias else shared_bias
+        context = attend(query, keys[..., :keys_used, :], values[..., :keys_used, :], bias)  # (B, H, T, d_kv)
+        hidden = clamp_half(hidden + weights.self_out(layer, rearrange(context, "b h t d -> b t (h d)")))
+
+        normed = rms_norm(cross_norm, hidden, eps)
+        query = split_heads(weights.cross_query(layer, normed), cfg.num_heads)  # (B, H, T, d_kv)
+        context = attend(query, cache.cross_key[layer], cache.cross_value[layer], cache.cross_bias)
+        hidden = clamp_half(hidden + weights.cross_out(layer, rearrange(context, "b h t d -> b t (h d)")))
+
+        normed = rms_norm(mlp_norm, hidden, eps)
+        hidden = clamp_half(hidden + weights.ffn_out(layer, weights.ffn_inner(layer, normed)))  # (B, T, d)
+
+    return hidden, new_keys, new_values
+
+
 def run_step(weights: ParamDecoder, cfg: MT5Config, cache: DecodeCache, token_ids: Tensor, *,
              inplace: bool, position: int | None = None) -> tuple[Tensor, DecodeCache]:
     """The cached decoder step shared by ``decode_step`` and the generation loop.
@@ -148,28 +179,7 @@ def run_step(weights: ParamDecoder, cfg: MT5Config, cache: DecodeCache, token_id
         bias = weights.step_bias(layer, steps, keys_used, start).to(dtype)  # (1, H, T, Tk)
         return bias if mask is None else bias + mask
 
-    shared_bias = None if cfg.per_layer_position_bias else self_bias(0)
-    new_keys, new_values = [], []
-    for layer in range(cfg.num_decoder_layers):
-        self_norm, cross_norm, mlp_norm = weights.norms(layer)
-        normed = rms_norm(self_norm, hidden, eps)
-        query, key, value = (split_heads(x, cfg.num_heads) for x in weights.self_qkv(layer, normed))  # (B, H, T, d_kv)
-        keys = _write(cache.self_key[layer], key, start, inplace)  # (B, H, M, d_kv)
-        values = _write(cache.self_value[layer], value, start, inplace)
-        new_keys.append(keys)
-        new_values.append(values)
-        bias = self_bias(layer) if cfg.per_layer_position_bias else shared_bias
-        context = attend(query, keys[..., :keys_used, :], values[..., :keys_used, :], bias)  # (B, H, T, d_kv)
-        hidden = clamp_half(hidden + weights.self_out(layer, rearrange(context, "b h t d -> b t (h d)")))
-
-        normed = rms_norm(cross_norm, hidden, eps)
-        query = split_heads(weights.cross_query(layer, normed), cfg.num_heads)  # (B, H, T, d_kv)
-        context = attend(query, cache.cross_key[layer], cache.cross_value[layer], cache.cross_bias)
-        hidden = clamp_half(hidden + weights.cross_out(layer, rearrange(context, "b h t d -> b t (h d)")))
-
-        normed = rms_norm(mlp_norm, hidden, eps)
-        hidden = clamp_half(hidden + weights.ffn_out(layer, weights.ffn_inner(layer, normed)))  # (B, T, d)
-
+    hidden, new_keys, new_values = _blocks(weights, cfg, cache, hidden, self_bias, start, keys_used, inplace)
     hidden = rms_norm(weights.final_norm, hidden, eps)
     if cfg.scale_decoder_outputs:
         hidden = hidden * (cfg.d_model ** -0.5)
