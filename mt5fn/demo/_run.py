@@ -109,8 +109,9 @@ def _run_demo(steps: int, seed: int, out: str, echo: Callable[[str], None]) -> D
     train_file = write_tsv(train_pairs, os.path.join(out, "data", "train.tsv"))
     write_tsv(test_pairs, os.path.join(out, "data", "test.tsv"))
 
-    # Trained on the inputs plus the ten digits as separate characters: no multi-digit pieces, so every
-    # answer is spelled digit by digit and the model learns place value rather than 1000 whole-number pieces.
+    # Trained on the inputs plus the ten digits as separate words: no multi-digit pieces, so every answer is
+    # spelled digit by digit ("666" -> "▁", "6", "6", "6") and the model learns place value rather than
+    # 1000 whole-number pieces.
     corpus = [source for source, _ in train_pairs] + [" ".join("0123456789")] * 50
     tokenizer = train_tokenizer(corpus, os.path.join(out, "tokenizer"), vocab_size=VOCAB, num_threads=1)
     echo(f"[demo] SentencePiece tokenizer: {tokenizer.vocab_size} ids (incl. 100 sentinels), "
