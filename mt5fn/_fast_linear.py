@@ -33,6 +33,8 @@ from torch import Tensor
 
 # Below this many elements a weight stays as it is (see the module docstring).
 MIN_PREPARED_NUMEL = 1 << 16
+# Output columns per block of a one-row product (64 KiB of float32 output: cache-resident).
+OUTPUT_BLOCK = 16384
 
 
 def _onednn_ready(weight: Tensor) -> bool:
@@ -54,7 +56,12 @@ class PreparedLinear:
         if weight.numel() < min_numel:
             return
         if weight.device.type == "cpu" and rows == 1:
-            self.kind, self.weight = "transposed", weight.t().contiguous()  # (in, out)
+            # Column blocks, each contiguous: a block's slice of the output stays in cache while
+            # every input row streams through it (one (in, out) matrix would sweep the whole output
+            # once per input row: 39 ms against 22 ms for the mt5-small head).
+            self.kind = "transposed"
+            self.blocks = [block.contiguous() for block in weight.t().split(OUTPUT_BLOCK, dim=1)]  # (in, <=blk)
+            self.weight = self.blocks[0]
         elif _onednn_ready(weight):
             try:
                 packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
@@ -68,7 +75,18 @@ class PreparedLinear:
             return F.linear(x, self.weight)  # (..., out)
         rows = x.reshape(-1, self.in_features)  # (N, in)
         if self.kind == "transposed":
-            out = torch.mm(rows, self.weight)  # (N, out)
+            if len(self.blocks) == 1:
+                out = torch.mm(rows, self.weight)  # (N, out)
+            else:
+                out = rows.new_empty(rows.shape[0], self.out_features)  # (N, out)
+                start = 0
+                for block in self.blocks:
+                    end = start + block.shape[1]
+                    if rows.shape[0] == 1:
+                        torch.mm(rows, block, out=out[:, start:end])  # a contiguous slice for one row
+                    else:
+                        out[:, start:end] = torch.mm(rows, block)
+                    start = end
         else:
             out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, None, "none", [], "")  # (N, out)
         return out.view(*x.shape[:-1], self.out_features)

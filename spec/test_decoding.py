@@ -270,3 +270,24 @@ def test_generate_follows_in_place_weight_updates():
 
     clear_prepared()
     assert torch.equal(after, mt5fn.generate(params, cfg, ids, max_new_tokens=5, min_new_tokens=5))
+
+
+@given(st.integers(1, 40), st.integers(1, 24), st.sampled_from([1, 2, 5]), st.integers(1, 9),
+       st.sampled_from([torch.float32, torch.float64]))
+def test_prepared_linear_equals_linear(out_features, in_features, rows, block, dtype):
+    """Every layout ``PreparedLinear`` picks (column blocks for one row, oneDNN-packed for
+    several, plain ``F.linear`` otherwise) computes ``x @ W.T``."""
+    from unittest import mock
+
+    from mt5fn._fast_linear import PreparedLinear
+
+    weight = torch.randn(out_features, in_features, dtype=dtype)
+    x = torch.randn(rows, 1, in_features, dtype=dtype)  # (rows, T=1, in), as a decoding step
+    with mock.patch("mt5fn._fast_linear.OUTPUT_BLOCK", block):
+        prepared = PreparedLinear(weight, rows, min_numel=0)
+    expected = torch.nn.functional.linear(x, weight)
+    torch.testing.assert_close(prepared(x), expected, rtol=1e-5, atol=1e-5)
+    if rows == 1:
+        assert prepared.kind == "transposed" and len(prepared.blocks) == -(-out_features // block)
+    elif dtype == torch.float32 and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        assert prepared.kind == "onednn"
