@@ -9,8 +9,19 @@ import json
 import torch
 
 import mt5fn
-from mt5fn.demo._numbers import spell
+from mt5fn.demo._numbers import LANGUAGES, spell
+from mt5fn.demo._task import make_pairs
 from train_fixtures import run_cli
+
+
+def test_demo_task_is_honest_and_fixed_width():
+    train, test = make_pairs(seed=3)
+    assert len(train) == 3600 and len(test) == 400
+    assert not set(train) & set(test)  # a held-out (input, target) pair is never trained on
+    assert {source.split(":")[0] for source, _ in test} == set(LANGUAGES)
+    assert all(len(answer) == 3 and answer.isdigit() for _, answer in train + test)
+    assert ("fr: quatre-vingt-dix-sept", "097") in train + test and ("en: zero", "000") in train + test
+    assert make_pairs(seed=3) == (train, test) and make_pairs(seed=4) != (train, test)
 
 
 def test_demo_short_run_artifacts(tmp_path, capsys):
@@ -23,6 +34,7 @@ def test_demo_short_run_artifacts(tmp_path, capsys):
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "demo.json").read_text())
     assert summary["status"] == "done" and summary["total"] == 400 and summary["steps"] == 30
+    assert set(summary["per_language"]) == set(LANGUAGES) and summary["cpu_seconds"] > 0
 
     import transformers
 
