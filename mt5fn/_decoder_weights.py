@@ -121,7 +121,6 @@ class PreparedDecoder(ParamDecoder):
         super().__init__(params, cfg)
         self.rows = rows
         self._bias_length = 1  # the generation loop sets its cache length here
-        self.loop_threads = _loop_threads()
         self.head_threads: int | None = None  # the generation loop sets torch's thread count here
 
         def prepare(weight: Tensor) -> PreparedLinear:
@@ -205,15 +204,17 @@ class PreparedDecoder(ParamDecoder):
         return projected[0].contiguous(), projected[1].contiguous()  # 2 x (L, B, H, S, d_kv)
 
 
-def _loop_threads() -> int | None:
-    """Intra-op threads for the generation loop outside the LM head (the head keeps torch's).
+def loop_threads() -> int | None:
+    """Intra-op threads for ``generate`` outside the LM head (the head keeps torch's).
 
-    Outside the head a step is ~50 tiny matrix products and ~500 small ops
-    (plus the token choice); each parallel region costs a thread hand-off that
-    exceeds its work, and on a busy machine the hand-off waits for a
-    descheduled thread (measured on a shared 2-core CPU: a 20 us attention call
-    took 4-12 ms with two threads and 9 us with one; greedy mt5-small decoding
-    ran 2.3-3.3 s instead of 6-8 s). The head, ~0.5 GB of weights per step,
+    Outside the head, a decoding step is ~50 tiny matrix products and ~500
+    small ops (plus the token choice), and the encoder of a short input is
+    little more; each parallel region costs a thread hand-off that exceeds its
+    work, and on a busy machine the hand-off waits for a descheduled thread.
+    Measured on a shared 2-core CPU (load average ~6): a 20 us attention call
+    took 4-12 ms on two threads and 9 us on one; the mt5-small encoder of 32
+    tokens 1.5 s against 34 ms (8 rows: 0.8-2.6 s against 0.2 s); greedy
+    decoding 6-8 s against 2.3-3.3 s. The head, ~0.5 GB of weights per step,
     uses every thread. ``MT5FN_DECODE_LOOP_THREADS`` overrides (0: leave
     torch's setting everywhere).
     """

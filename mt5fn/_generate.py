@@ -23,7 +23,7 @@ from . import _validate as check
 from ._beam_search import beam_loop
 from ._cache import build_cache, run_step
 from ._config import MT5Config
-from ._decoder_weights import intra_op_threads, prepared_decoder
+from ._decoder_weights import intra_op_threads, loop_threads, prepared_decoder
 from ._logits_processors import Processing
 from ._model import encode
 from ._sampling import sample_loop
@@ -139,9 +139,13 @@ def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mas
     repeat = num_beams if beam_search else num_return_sequences
     rows = batch * repeat
 
-    with torch.inference_mode():
+    # Everything but the LM head runs on few intra-op threads, the head on all of torch's
+    # (see _decoder_weights.loop_threads: tiny parallel regions stall on a busy CPU).
+    head_threads = torch.get_num_threads()
+    with torch.inference_mode(), intra_op_threads(loop_threads() or head_threads):
         encoder_hidden = encode(params, cfg, input_ids, attention_mask)  # (B, S, d)
         weights = prepared_decoder(params, cfg, rows, max_new_tokens)
+        weights.head_threads = head_threads
         cache = build_cache(weights, cfg, encoder_hidden, attention_mask, max_new_tokens, repeat=repeat)
 
         def step(tokens: Tensor, t: int) -> Tensor:
@@ -157,10 +161,7 @@ def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mas
             cache = dataclasses.replace(cache, self_key=cache.self_key.index_select(1, source_rows),
                                         self_value=cache.self_value.index_select(1, source_rows))
 
-        # The loop runs on few threads, the head on all of them (see PreparedDecoder.loop_threads).
-        weights.head_threads = torch.get_num_threads()
-        with intra_op_threads(weights.loop_threads or weights.head_threads):
-            if beam_search:
-                return beam_loop(step, reorder, cfg, spec, batch, num_beams, max_new_tokens, length_penalty,
-                                 early_stopping, num_return_sequences, generator, device)
-            return sample_loop(step, cfg, spec, rows, max_new_tokens, generator, device)
+        if beam_search:
+            return beam_loop(step, reorder, cfg, spec, batch, num_beams, max_new_tokens, length_penalty,
+                             early_stopping, num_return_sequences, generator, device)
+        return sample_loop(step, cfg, spec, rows, max_new_tokens, generator, device)
