@@ -23,7 +23,8 @@ IDS = torch.randint(2, 40, (2, 5), generator=torch.Generator().manual_seed(0))
     (dict(max_new_tokens=4, num_beams=0), r"num_beams must be an int >= 1, got 0"),
     (dict(max_new_tokens=4, num_beams=2, num_return_sequences=3),
      r"num_return_sequences \(3\) must be <= num_beams \(2\)"),
-    (dict(max_new_tokens=4, num_return_sequences=2), r"greedy decoding returns one sequence.*got num_return_sequences=2"),
+    (dict(max_new_tokens=4, num_return_sequences=2),
+     r"greedy decoding returns one sequence.*got num_return_sequences=2"),
     (dict(max_new_tokens=4, top_p=0.0), r"top_p must lie in \(0, 1\], got 0.0"),
     (dict(max_new_tokens=4, top_p=1.5, do_sample=True), r"top_p must lie in \(0, 1\], got 1.5"),
     (dict(max_new_tokens=4, top_p=-0.1), r"top_p must lie in \(0, 1\], got -0.1"),
@@ -31,7 +32,8 @@ IDS = torch.randint(2, 40, (2, 5), generator=torch.Generator().manual_seed(0))
     (dict(max_new_tokens=4, do_sample=True, temperature=-1.0), r"temperature must be > 0 when sampling, got -1.0"),
     (dict(max_new_tokens=4, temperature=float("nan")), r"temperature must be a finite number, got nan"),
     (dict(max_new_tokens=4, top_k=0), r"top_k must be an int >= 1, got 0"),
-    (dict(max_new_tokens=4, early_stopping="sometimes"), r"early_stopping must be True, False or 'never', got 'sometimes'"),
+    (dict(max_new_tokens=4, early_stopping="sometimes"),
+     r"early_stopping must be True, False or 'never', got 'sometimes'"),
     (dict(max_new_tokens=4, early_stopping=1), r"early_stopping must be True, False or 'never', got 1"),
     (dict(max_new_tokens=4, length_penalty=float("inf")), r"length_penalty must be a finite number, got inf"),
     (dict(max_new_tokens=4, repetition_penalty=0.0), r"repetition_penalty must be > 0, got 0.0"),
@@ -84,7 +86,8 @@ def test_cache_too_small_and_bad_cache_arguments():
     with pytest.raises(TypeError, match="cache must be a DecodeCache"):
         mt5fn.decode_step(PARAMS, CFG, {"self_key": None}, IDS[:, :1])
     other = CFG.replace(num_heads=1, d_kv=8)
-    with pytest.raises(ValueError, match=r"cache has \(layers, heads, d_kv\) = \(1, 2, 4\) but the config has \(1, 1, 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"cache has \(layers, heads, d_kv\) = \(1, 2, 4\) but the config has \(1, 1, 8\)"):
         mt5fn.decode_step(mt5fn.init_params(other), other, cache, IDS[:, :1])
 
 
