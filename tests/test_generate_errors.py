@@ -101,3 +101,13 @@ def test_cache_is_a_pytree():
     assert cache.self_key.shape == (CFG.num_decoder_layers, 2, CFG.num_heads, 4, CFG.d_kv)
     rebuilt = pytree.tree_unflatten(leaves, spec)
     assert isinstance(rebuilt, mt5fn.DecodeCache) and rebuilt.self_key is cache.self_key
+
+
+def test_thread_setting_is_restored_and_its_override_checked(monkeypatch):
+    before = torch.get_num_threads()
+    mt5fn.generate(PARAMS, CFG, IDS, max_new_tokens=2)
+    assert torch.get_num_threads() == before  # the loop's one-thread setting does not leak
+    monkeypatch.setenv("MT5FN_DECODE_LOOP_THREADS", "two")
+    with pytest.raises(ValueError, match="MT5FN_DECODE_LOOP_THREADS must be an int, got 'two'"):
+        mt5fn.generate(PARAMS, CFG, IDS, max_new_tokens=2)
+    assert torch.get_num_threads() == before
