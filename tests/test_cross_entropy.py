@@ -38,3 +38,31 @@ def test_second_backward_is_refused_clearly():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="differentiated once per forward"):
         loss.backward()
+
+
+def test_second_derivative_through_plain_autograd_is_refused_clearly():
+    hidden = torch.randn(4, 8, requires_grad=True)
+    weight = torch.randn(50, 8, requires_grad=True)
+    loss = linear_cross_entropy(hidden, weight, torch.randint(0, 50, (4,)))
+    with pytest.raises(RuntimeError, match="first-order only"):
+        torch.autograd.grad(loss, (hidden,), create_graph=True)
+
+
+def test_torch_func_second_derivatives_take_the_plain_path():
+    import mt5fn
+
+    cfg = mt5fn.MT5Config(vocab_size=20, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
+    params = mt5fn.init_params(cfg, seed=0, dtype=torch.float64)
+    ids, labels = torch.randint(0, 20, (2, 5)), torch.randint(0, 20, (2, 3))
+
+    def loss_of_head(head):
+        return mt5fn.loss({**params, "lm_head": head}, cfg, ids, labels)
+
+    def plain_loss_of_head(head):
+        logits = mt5fn.forward({**params, "lm_head": head}, cfg, ids, mt5fn.shift_right(labels, cfg))
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+    head = params["lm_head"][:, :]
+    hessian = torch.func.hessian(loss_of_head)(head)
+    torch.testing.assert_close(hessian, torch.func.hessian(plain_loss_of_head)(head))
+    assert hessian.abs().sum() > 0

@@ -85,8 +85,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.spent = False
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_total, _unused_hidden, _unused_weight):
+        plain_autograd = not (torch.compiler.is_compiling()
+                              or torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters())
+        if plain_autograd and torch.is_grad_enabled():
+            # create_graph=True: the gradients were computed in the forward and carry no graph,
+            # so a second derivative would be silently wrong; say so instead.
+            raise RuntimeError(
+                "mt5fn.loss's fused cross-entropy is first-order only (create_graph=True was asked); "
+                "for second derivatives use torch.func transforms (hessian, nested grad), which take "
+                "the unfused path, or F.cross_entropy on mt5fn.forward's logits")
+        return _LinearCrossEntropy._first_order_backward(ctx, grad_total)
+
+    @staticmethod
+    @once_differentiable
+    def _first_order_backward(ctx, grad_total):
         if ctx.spent:
             raise RuntimeError("mt5fn.loss's fused cross-entropy can be differentiated once per forward "
                                "(retain_graph=True is not supported); compute the loss again")
