@@ -41,7 +41,7 @@ from torch import Tensor
 
 from . import _safetensors_io as st
 from ._atomic import atomic_directory
-from ._config import MT5Config
+from ._config import MT5Config, read_config_json
 from ._hf_names import from_hf_state_dict, to_hf_state_dict
 from ._params import flatten_params, tree_map
 
@@ -88,15 +88,7 @@ def _check_dir(path: Any, name: str = "path") -> str:
 def read_config(path: str) -> MT5Config:
     """``MT5Config`` from ``path/config.json``; errors name the file."""
     file = os.path.join(path, CONFIG_NAME)
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f"{file}: missing; a checkpoint directory needs {CONFIG_NAME}")
-    try:
-        with open(file, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{file}: does not hold a JSON object")
+    config = read_config_json(file)
     try:
         return MT5Config.from_hf(config)
     except (ValueError, TypeError) as error:

@@ -144,17 +144,7 @@ class MT5Config:
         """
         if not isinstance(config, Mapping):
             path = os.fspath(config)
-            if os.path.isdir(path):
-                path = os.path.join(path, "config.json")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"config: no config.json at {path!r}")
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    config = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"config: {path!r} is not valid JSON ({error})") from None
-            if not isinstance(config, Mapping):
-                raise ValueError(f"config: {path!r} does not hold a JSON object")
+            config = read_config_json(os.path.join(path, "config.json") if os.path.isdir(path) else path)
         model_type = config.get("model_type", "t5")
         if model_type not in MODEL_TYPES:
             raise ValueError(f"config: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
@@ -199,6 +189,20 @@ class MT5Config:
         if key not in PRESETS:
             raise ValueError(f"name: unknown preset {name!r}; known: {sorted(PRESETS)}")
         return cls(**PRESETS[key])
+
+
+def read_config_json(file: str) -> dict[str, Any]:
+    """The JSON object in ``file``; errors name the file and the problem."""
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file}: missing; a checkpoint directory needs config.json")
+    try:
+        with open(file, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: does not hold a JSON object")
+    return config
 
 
 def _parse_feed_forward_proj(value: Any) -> tuple[bool, str]:

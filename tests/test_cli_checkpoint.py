@@ -17,14 +17,6 @@ from reference import hf_model
 from test_checkpoint import assert_trees_equal, hf_load, hf_logits, save_bin, tiny
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_info_reports_config_counts_dtype_and_tying(tmp_path, capsys):
     cfg = tiny("mt5")
     params = mt5fn.init_params(cfg)
@@ -33,7 +25,7 @@ def test_info_reports_config_counts_dtype_and_tying(tmp_path, capsys):
     out = capsys.readouterr().out
     d, V = cfg.d_model, cfg.vocab_size
     assert "model_type: mt5" in out and "num_decoder_layers: 3" in out and "weights: safetensors" in out
-    assert f"embedding (shared)" in out and f"{V * d:,}" in out
+    assert "embedding (shared)" in out and f"{V * d:,}" in out
     assert f"{mt5fn.num_params(params['encoder']):,}" in out and f"{mt5fn.num_params(params['decoder']):,}" in out
     assert f"{mt5fn.num_params(params):,}" in out
     assert "dtype: float32" in out and "head: untied" in out

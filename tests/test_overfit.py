@@ -5,7 +5,6 @@ missing shift, a gradient that never reaches a leaf), a tiny model could not
 memorise a handful of span-corruption examples.
 """
 
-import pytest
 import torch
 
 import mt5fn
@@ -14,16 +13,6 @@ from mt5fn.training import apply_gradients, make_optimizer, make_scheduler, trai
 
 CFG = mt5fn.MT5Config(vocab_size=48, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                       relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two
-    spinning OpenMP threads make these steps several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _batches() -> list:

@@ -5,7 +5,6 @@ exit, the last good checkpoint untouched)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess

@@ -14,16 +14,6 @@ CFG = mt5fn.MT5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, 
                       relative_attention_num_buckets=8, relative_attention_max_distance=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two
-    spinning OpenMP threads make these steps several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _examples(seed: int, count: int) -> list:
     gen = torch.Generator().manual_seed(seed)
     pairs = []

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
