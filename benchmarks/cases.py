@@ -104,14 +104,10 @@ def _unfused(fn: Callable[[], object]) -> Callable[[], object]:
     """Count FLOPs on the unfused loss (the textbook math both implementations perform); the
     fused path's in-place ``addmm_`` accumulations are invisible to the FLOP counter."""
     def run():
-        from mt5fn import _model
+        from unittest import mock
 
-        saved = _model.fused_loss_applies
-        _model.fused_loss_applies = lambda: False
-        try:
+        with mock.patch("mt5fn.model._model.fused_loss_applies", lambda: False):
             return fn()
-        finally:
-            _model.fused_loss_applies = saved
     return run
 
 

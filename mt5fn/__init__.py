@@ -6,26 +6,26 @@ Everything takes the parameter pytree first and the frozen config second::
     params = mt5fn.init_params(cfg, seed=0)
     logits = mt5fn.forward(params, cfg, input_ids, decoder_input_ids)
 
-Block-level functions live in :mod:`mt5fn.functional`.
+The package is a set of rooms, each a folder with one concern per file (the
+README's "Layout" table): ``functional`` (block math), ``model`` (config,
+pytree, model functions, module facade, boundary checks), ``decoding``
+(cache, decoding layouts, generate), ``checkpoint``, ``tokenizer``, ``data``,
+``training``, ``cli`` and ``demo``. The names below are the public API.
 """
 
 from . import data, functional, training
-from ._checkpoint import load_pretrained, save_pretrained
-from ._cache import DecodeCache, decode_step, init_cache
-from ._config import MT5Config
-from ._generate import generate
-from ._hf_names import from_hf_state_dict, to_hf_state_dict
-from ._model import decode, encode, forward, lm_logits, loss, shift_right
-from ._module import MT5Module, module_params
-from ._params import flatten_params, init_params, num_params, tree_map, unflatten_params
-from ._tokenizer import Tokenizer, train_tokenizer
+from .checkpoint import from_hf_state_dict, load_pretrained, save_pretrained, to_hf_state_dict
+from .decoding import DecodeCache, GenerationConfig, decode_step, generate, init_cache, prepare_decoding
+from .model import (MT5Config, MT5Module, decode, encode, flatten_params, forward, init_params, lm_logits, loss,
+                    module_params, num_params, shift_right, tree_map, unflatten_params)
+from .tokenizer import Tokenizer, train_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict",
     "data", "functional", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
-    "DecodeCache", "decode_step", "generate", "init_cache",
+    "DecodeCache", "GenerationConfig", "decode_step", "generate", "init_cache", "prepare_decoding",
     "to_hf_state_dict", "tree_map", "unflatten_params",
     "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer",
 ]

@@ -36,10 +36,8 @@ from torch.func import grad, vmap
 from torch.utils import _pytree as pytree
 
 import mt5fn
-from mt5fn._cache import build_cache, run_step
-from mt5fn._decoder_weights import PreparedDecoder
-from mt5fn._generate import decode_tokens
-from mt5fn._logits_processors import Processing
+from mt5fn.decoding import decode_tokens, relayout_linear
+from mt5fn.functional import linear, linear_form
 from spec.strategies import configs, model_cases, padding_masks, token_ids
 
 TOL64 = dict(rtol=1e-9, atol=1e-9)
@@ -123,24 +121,29 @@ def test_cached_steps_equal_teacher_forcing(case, data):
     torch.testing.assert_close(torch.cat(chunks, 1), expected, **TOL64)
 
 
-@given(model_cases(dtype=torch.float32, max_batch=3), st.sampled_from([1, 3]))
+@given(model_cases(dtype=torch.float32, max_batch=3), st.sampled_from([None, 1, 3]))
 def test_prepared_weights_equal_teacher_forcing(case, rows):
-    """The generation loop's fused, re-laid-out weights (forced on, even for tiny weights)."""
+    """The decoding layout of ``prepare_decoding`` (forced on, even for tiny weights) runs the same
+    block as teacher forcing: decode_step on it, in place and out of place, equals ``forward``, and
+    so does ``forward`` itself on the prepared tree."""
     cfg, p = case.cfg, case.params
-    ids = case.input_ids[:1].expand(rows, -1)
-    mask = None if case.attention_mask is None else case.attention_mask[:1].expand(rows, -1)
-    dec = case.decoder_input_ids[:1].expand(rows, -1)
+    count = 1 if rows is None else rows
+    ids = case.input_ids[:1].expand(count, -1)
+    mask = None if case.attention_mask is None else case.attention_mask[:1].expand(count, -1)
+    dec = case.decoder_input_ids[:1].expand(count, -1)
     expected = mt5fn.forward(p, cfg, ids, dec, mask)
-    weights = PreparedDecoder(p, cfg, rows, min_numel=0)
-    weights._bias_length = dec.shape[1]
-    with torch.inference_mode():
-        cache = build_cache(weights, cfg, mt5fn.encode(p, cfg, ids, mask), mask, dec.shape[1])
-        steps = []
-        for t in range(dec.shape[1]):
-            logits, cache = run_step(weights, cfg, cache, dec[:, t:t + 1], inplace=True, position=t)
-            steps.append(logits)
+    fast = mt5fn.prepare_decoding(p, cfg, rows=rows, min_numel=0)
     scale = expected.abs().max().item() + 1.0
-    torch.testing.assert_close(torch.cat(steps, 1), expected, rtol=1e-5, atol=1e-5 * scale)
+    tol = dict(rtol=1e-5, atol=1e-5 * scale)
+    with torch.inference_mode():
+        for inplace in (True, False):
+            cache = mt5fn.init_cache(fast, cfg, mt5fn.encode(fast, cfg, ids, mask), mask, dec.shape[1])
+            steps = []
+            for t in range(dec.shape[1]):
+                logits, cache = mt5fn.decode_step(fast, cfg, cache, dec[:, t:t + 1], inplace=inplace)
+                steps.append(logits)
+            torch.testing.assert_close(torch.cat(steps, 1), expected, **tol)
+        torch.testing.assert_close(mt5fn.forward(fast, cfg, ids, dec, mask), expected, **tol)
 
 
 @settings(max_examples=_HALF)
@@ -190,10 +193,8 @@ def test_one_beam_is_greedy(case, mode):
     early, penalty = (True, 1.5) if mode is True else (False, 0.0)
     greedy = mt5fn.generate(case.params, case.cfg, case.input_ids, case.attention_mask,
                             max_new_tokens=case.max_new_tokens)
-    beam = decode_tokens(case.params, case.cfg, case.input_ids, case.attention_mask,
-                         Processing(eos_token_id=case.cfg.eos_token_id, min_tokens_to_keep=2),
-                         max_new_tokens=case.max_new_tokens, num_beams=1, beam_search=True,
-                         length_penalty=penalty, early_stopping=early)
+    gc = mt5fn.GenerationConfig(max_new_tokens=case.max_new_tokens, length_penalty=penalty, early_stopping=early)
+    beam = decode_tokens(case.params, case.cfg, case.input_ids, case.attention_mask, gc, beam_search=True)
     assert torch.equal(beam, greedy)
 
 
@@ -256,7 +257,7 @@ def test_beam_beats_greedy(case, num_beams, length_penalty, early_stopping):
 
 
 def test_generate_follows_in_place_weight_updates():
-    """The fused weight copies are remembered between calls, never past a change of the weights."""
+    """Nothing is remembered between calls: weights changed in place are always the ones decoded with."""
     cfg = mt5fn.MT5Config(vocab_size=30, d_model=8, d_kv=4, d_ff=12, num_layers=1, num_heads=2, model_type="mt5")
     params = mt5fn.init_params(cfg, seed=0)
     ids = torch.randint(2, 30, (2, 4), generator=torch.Generator().manual_seed(0))
@@ -266,28 +267,20 @@ def test_generate_follows_in_place_weight_updates():
         params["decoder"]["blocks"][0]["mlp"]["wo"].mul_(3.0)
     after = mt5fn.generate(params, cfg, ids, max_new_tokens=5, min_new_tokens=5)
     assert after[0, 1] != before[0, 1]
-    from mt5fn._decoder_weights import clear_prepared
-
-    clear_prepared()
-    assert torch.equal(after, mt5fn.generate(params, cfg, ids, max_new_tokens=5, min_new_tokens=5))
 
 
-@given(st.integers(1, 40), st.integers(1, 24), st.sampled_from([1, 2, 5]), st.integers(1, 9),
+@given(st.integers(1, 40), st.integers(1, 24), st.sampled_from([None, 1, 2, 5]), st.integers(1, 9),
        st.sampled_from([torch.float32, torch.float64]))
-def test_prepared_linear_equals_linear(out_features, in_features, rows, block, dtype):
-    """Every layout ``PreparedLinear`` picks (column blocks for one row, oneDNN-packed for
-    several, plain ``F.linear`` otherwise) computes ``x @ W.T``."""
-    from unittest import mock
-
-    from mt5fn._fast_linear import PreparedLinear
-
+def test_relayout_linear_equals_linear(out_features, in_features, rows, block, dtype):
+    """Every weight-leaf form ``relayout_linear`` picks (column blocks for one row, oneDNN-packed for
+    several, the plain tensor otherwise) computes ``x @ W.T`` through ``functional.linear``."""
     weight = torch.randn(out_features, in_features, dtype=dtype)
-    x = torch.randn(rows, 1, in_features, dtype=dtype)  # (rows, T=1, in), as a decoding step
-    with mock.patch("mt5fn._fast_linear.OUTPUT_BLOCK", block):
-        prepared = PreparedLinear(weight, rows, min_numel=0)
+    count = 1 if rows is None else rows
+    x = torch.randn(count, 1, in_features, dtype=dtype)  # (rows, T=1, in), as a decoding step
+    form = relayout_linear(weight, rows, min_numel=0, block=block)
     expected = torch.nn.functional.linear(x, weight)
-    torch.testing.assert_close(prepared(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(linear(x, form), expected, rtol=1e-5, atol=1e-5)
     if rows == 1:
-        assert prepared.kind == "transposed" and len(prepared.blocks) == -(-out_features // block)
+        assert linear_form(form) == "columns" and len(form["columns"]) == -(-out_features // block)
     elif dtype == torch.float32 and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        assert prepared.kind == "onednn"
+        assert linear_form(form) == "onednn"

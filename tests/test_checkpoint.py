@@ -171,7 +171,7 @@ def test_dtype_conversion_on_load_and_save(tmp_path, dtype):
     params = mt5fn.init_params(cfg, seed=2)
     mt5fn.save_pretrained(params, cfg, tmp_path / "f32")
     _, low = mt5fn.load_pretrained(tmp_path / "f32", dtype=dtype, device="cpu")
-    want = mt5fn._checkpoint.resolve_dtype(dtype)
+    want = mt5fn.checkpoint.resolve_dtype(dtype)
     assert {t.dtype for t in mt5fn.flatten_params(low).values()} == {want}
     torch.testing.assert_close(low["shared"], params["shared"].to(want))
     mt5fn.save_pretrained(low, cfg, tmp_path / "low")

@@ -42,7 +42,7 @@ IDS = torch.randint(2, 40, (2, 5), generator=torch.Generator().manual_seed(0))
     (dict(max_new_tokens=4, generator=0), r"generator must be a torch.Generator or None, got int"),
 ])
 def test_bad_generate_arguments_raise_before_any_work(kwargs, match):
-    with mock.patch("mt5fn._generate.encode", side_effect=AssertionError("work started")):
+    with mock.patch("mt5fn.decoding._generate.encode", side_effect=AssertionError("work started")):
         with pytest.raises(ValueError, match=match):
             mt5fn.generate(PARAMS, CFG, IDS, **kwargs)
 
@@ -53,7 +53,7 @@ def test_bad_generate_arguments_raise_before_any_work(kwargs, match):
     (torch.tensor([3, 4, 5]), r"input_ids must have shape \(batch, length\)"),
 ])
 def test_bad_input_ids(ids, match):
-    with mock.patch("mt5fn._generate.encode", side_effect=AssertionError("work started")):
+    with mock.patch("mt5fn.decoding._generate.encode", side_effect=AssertionError("work started")):
         with pytest.raises(ValueError, match=match):
             mt5fn.generate(PARAMS, CFG, ids, max_new_tokens=3)
 

@@ -26,9 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._checkpoint import load_pretrained, save_checkpoint
-    from .._safetensors_io import parse_size
-    from .._tokenizer import TOKENIZER_FILES
+    from ..checkpoint import load_pretrained, parse_size, save_checkpoint
+    from ..tokenizer import TOKENIZER_FILES
 
     try:
         max_shard_size = parse_size(args.max_shard_size)

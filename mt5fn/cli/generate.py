@@ -53,11 +53,10 @@ def _batches(texts: list[str], size: int) -> Iterator[list[str]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import _profiling
-    from .._checkpoint import load_pretrained
-    from .._config import MT5Config
-    from .._generate import check_arguments, decode_tokens
-    from .._tokenizer import Tokenizer
+    from ..checkpoint import load_pretrained
+    from ..decoding import GenerationConfig, decode_tokens
+    from ..tokenizer import Tokenizer
+    from ..training import maybe_profile
 
     def fail(message: object) -> int:
         print(f"mt5fn generate: error: {message}", file=sys.stderr)
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        spec = check_arguments(MT5Config.from_hf(args.model), **options)  # bad options fail before loading
+        gc = GenerationConfig(**options)  # bad options fail before loading
         tokenizer = Tokenizer.from_pretrained(args.model)
         cfg, params = load_pretrained(args.model, dtype=args.dtype, device=args.device)
     except (OSError, ValueError, TypeError, RuntimeError) as error:
@@ -82,16 +81,12 @@ def run(args: argparse.Namespace) -> int:
 
     texts = args.texts if args.texts else [line.rstrip("\r\n") for line in sys.stdin]
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    with _profiling.maybe_profile(args.profile) as profile_step:
+    with maybe_profile(args.profile) as profile_step:
         for batch in _batches(texts, args.batch_size):
             encoded = tokenizer.batch_encode(batch, padding=True)
             ids = encoded["input_ids"].to(args.device)
             mask = encoded["attention_mask"].to(args.device)
-            out = decode_tokens(params, cfg, ids, mask, spec, max_new_tokens=args.max_new_tokens,
-                                num_beams=args.num_beams, beam_search=args.num_beams > 1,
-                                length_penalty=args.length_penalty, early_stopping=early,
-                                num_return_sequences=args.num_return_sequences, generator=generator,
-                                on_step=profile_step)
+            out = decode_tokens(params, cfg, ids, mask, gc, generator=generator, on_step=profile_step)
             for line in tokenizer.batch_decode(out.cpu(), skip_special_tokens=True):
                 print(line, flush=True)
     return 0

@@ -21,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._checkpoint import load_pretrained, weights_layout
-    from .._params import flatten_params, num_params
-    from .._tokenizer import SPIECE_NAME, Tokenizer
+    from ..checkpoint import load_pretrained, weights_layout
+    from ..model import flatten_params, num_params
+    from ..tokenizer import SPIECE_NAME, Tokenizer
 
     try:
         cfg, params = load_pretrained(args.path)

@@ -25,9 +25,9 @@ from typing import Callable
 
 import torch
 
-from .._checkpoint import save_pretrained
-from .._generate import generate
-from .._tokenizer import Tokenizer, train_tokenizer
+from ..checkpoint import save_pretrained
+from ..decoding import generate
+from ..tokenizer import Tokenizer, train_tokenizer
 from ._plot import plot_losses, require_matplotlib
 from ._task import make_pairs, write_tsv
 

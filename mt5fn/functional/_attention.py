@@ -11,9 +11,15 @@ softmax path serves what SDPA's CPU kernel cannot do: forward-mode AD
 dropout with an explicit generator, and a bias that needs a gradient (training:
 the position-bias table is learned), where the CPU kernels fall back to a
 slower "math" composite anyway. Both paths compute the same function.
+
+Weights: ``{"q", "k", "v", "o"}``, or ``{"qkv", "o"}`` with the three input
+projections fused into one ``(3 H d_kv, d)`` leaf (a decoding layout of
+``mt5fn.prepare_decoding``); every leaf is read through ``linear``.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +27,12 @@ from einops import rearrange
 from torch import Tensor
 
 from ._dropout import dropout
+from ._linear import linear
+from ._transforms import under_batching_or_forward_ad
 
-
-def _under_batching_or_forward_ad() -> bool:
-    """True inside ``vmap`` or forward-mode AD, where the SDPA kernel is unusable."""
-    if torch.compiler.is_compiling():
-        return False
-    if torch.autograd.forward_ad._current_level >= 0:
-        return True
-    interpreters = torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters()
-    grad_only = (torch._C._functorch.TransformType.Grad,)
-    return any(interp.key() not in grad_only for interp in interpreters)
+# (this step's keys, values) (B, H, T, d_kv) -> the keys and values to attend over (B, H, Tk, d_kv):
+# how a decoding cache enters a block (it writes the new ones into its slots).
+KeyValueUpdate = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _bias_needs_grad(bias: Tensor | None) -> bool:
@@ -50,42 +51,60 @@ def project_key_value(p: dict, source: Tensor, num_heads: int) -> tuple[Tensor, 
 
     Split out so a decoding cache can compute cross-attention K/V once per input.
     """
-    key = split_heads(F.linear(source, p["k"]), num_heads)  # (B, H, S, d_kv)
-    value = split_heads(F.linear(source, p["v"]), num_heads)  # (B, H, S, d_kv)
+    key = split_heads(linear(source, p["k"]), num_heads)  # (B, H, S, d_kv)
+    value = split_heads(linear(source, p["v"]), num_heads)  # (B, H, S, d_kv)
     return key, value
+
+
+def attention_weights(query: Tensor, key: Tensor, bias: Tensor | None) -> Tensor:
+    """softmax(q k^T + bias), unscaled: (B, H, Tq, d), (B, H, Tk, d) -> (B, H, Tq, Tk)."""
+    scores = query @ key.transpose(-1, -2)  # (B, H, Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
+    return torch.softmax(scores, dim=-1)
 
 
 def attend(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, *,
            dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """softmax(q k^T + bias) v, unscaled. (B, H, Tq, d), (B, H, Tk, d) x2 -> (B, H, Tq, d)."""
-    if dropout_rate > 0.0 or _bias_needs_grad(bias) or _under_batching_or_forward_ad():
-        scores = query @ key.transpose(-1, -2)  # (B, H, Tq, Tk)
-        if bias is not None:
-            scores = scores + bias
-        weights = torch.softmax(scores, dim=-1)
-        weights = dropout(weights, dropout_rate, generator)
+    if dropout_rate > 0.0 or _bias_needs_grad(bias) or under_batching_or_forward_ad():
+        weights = dropout(attention_weights(query, key, bias), dropout_rate, generator)  # (B, H, Tq, Tk)
         return weights @ value  # (B, H, Tq, d)
     if bias is not None and bias.dtype != query.dtype:
         bias = bias.to(query.dtype)
     return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0)
 
 
+def _project(p: dict, hidden: Tensor, key_value_states: Tensor | None,
+             key_value: tuple[Tensor, Tensor] | None, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Query, key and value (B, H, *, d_kv) from whichever weight form ``p`` holds."""
+    if key_value is not None:
+        return split_heads(linear(hidden, p["q"]), num_heads), *key_value
+    if key_value_states is None and "qkv" in p:
+        query, key, value = linear(hidden, p["qkv"]).chunk(3, dim=-1)  # 3 x (B, T, H*d_kv)
+        return split_heads(query, num_heads), split_heads(key, num_heads), split_heads(value, num_heads)
+    query = split_heads(linear(hidden, p["q"]), num_heads)  # (B, H, T, d_kv)
+    key, value = project_key_value(p, hidden if key_value_states is None else key_value_states, num_heads)
+    return query, key, value
+
+
 def attention(p: dict, hidden: Tensor, key_value_states: Tensor | None = None,
               bias: Tensor | None = None, *, num_heads: int, dropout_rate: float = 0.0,
               generator: torch.Generator | None = None,
-              key_value: tuple[Tensor, Tensor] | None = None) -> Tensor:
+              key_value: tuple[Tensor, Tensor] | None = None,
+              update_key_value: KeyValueUpdate | None = None) -> Tensor:
     """One attention sublayer (without its norm and residual).
 
-    p: {"q", "k", "v": (H*d_kv, d), "o": (d, H*d_kv)}; hidden: (B, T, d).
+    p: {"q", "k", "v": (H*d_kv, d), "o": (d, H*d_kv)} or {"qkv", "o"}; hidden: (B, T, d).
     ``key_value_states`` (B, S, d) makes it cross-attention (default: self).
     ``key_value`` passes precomputed (B, H, S, d_kv) keys and values instead.
-    bias: additive, broadcastable to (B, H, T, S). Returns (B, T, d).
+    ``update_key_value`` receives this call's keys and values and returns the
+    ones to attend over (a decoding cache: written into their slots, earlier
+    ones prepended). bias: additive, broadcastable to (B, H, T, S). Returns (B, T, d).
     """
-    query = split_heads(F.linear(hidden, p["q"]), num_heads)  # (B, H, T, d_kv)
-    if key_value is None:
-        source = hidden if key_value_states is None else key_value_states
-        key_value = project_key_value(p, source, num_heads)
-    key, value = key_value
+    query, key, value = _project(p, hidden, key_value_states, key_value, num_heads)
+    if update_key_value is not None:
+        key, value = update_key_value(key, value)  # (B, H, Tk, d_kv)
     context = attend(query, key, value, bias, dropout_rate=dropout_rate, generator=generator)
     context = rearrange(context, "b h t d -> b t (h d)")  # (B, T, H*d_kv)
-    return F.linear(context, p["o"])  # (B, T, d)
+    return linear(context, p["o"])  # (B, T, d)

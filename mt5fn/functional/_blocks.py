@@ -6,18 +6,29 @@ decoder block:  x + SelfAttn(norm(x)),  x + CrossAttn(norm(x), enc),  x + FFN(no
 Biases arrive precomputed (position bias + mask, summed) because T5 computes
 them once per stack, in block 0, and every block reuses them (UMT5: one per
 block, computed by the caller from the block's own table).
+
+The decoder block is the only one there is: teacher forcing calls it on the
+whole target, and a cached decoding step (``mt5fn.decode_step``, ``generate``)
+calls it on the new tokens with the cache entering as two arguments -- a
+``self_key_value_update`` that writes the new self-attention keys and values
+into the cache's slots and returns what to attend over, and the
+``cross_key_value`` computed once from the encoder output.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from .._config import MT5Config
-from ._attention import attention
+from ._attention import KeyValueUpdate, attention
 from ._dropout import clamp_half, dropout
 from ._ffn import feed_forward
 from ._norm import rms_norm
+
+if TYPE_CHECKING:  # functional is the lowest room: the config is only a type here
+    from ..model import MT5Config
 
 
 def _ffn_sublayer(p: dict, cfg: MT5Config, hidden: Tensor, rate: float,
@@ -41,18 +52,21 @@ def encoder_block(p: dict, cfg: MT5Config, hidden: Tensor, bias: Tensor | None, 
 def decoder_block(p: dict, cfg: MT5Config, hidden: Tensor, self_bias: Tensor | None,
                   encoder_hidden: Tensor | None, cross_bias: Tensor | None, *,
                   dropout_rate: float = 0.0, generator: torch.Generator | None = None,
-                  self_key_value: tuple[Tensor, Tensor] | None = None,
+                  self_key_value_update: KeyValueUpdate | None = None,
                   cross_key_value: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """hidden: (B, T, d); encoder_hidden: (B, S, d); self_bias: (.., H, T, T);
+    """hidden: (B, T, d); encoder_hidden: (B, S, d); self_bias: (.., H, T, Tk);
     cross_bias: mask only, broadcastable to (B, H, T, S). Returns (B, T, d).
 
-    ``self_key_value`` / ``cross_key_value`` supply cached (B, H, *, d_kv) keys
-    and values (the decoding cache); otherwise they are projected here.
+    Teacher forcing: ``Tk == T`` and the keys are projected here. Cached
+    decoding: ``self_key_value_update(keys, values)`` stores this step's
+    (B, H, T, d_kv) keys and values and returns the (B, H, Tk, d_kv) ones to
+    attend over; ``cross_key_value`` supplies the encoder's (B, H, S, d_kv)
+    keys and values (then ``encoder_hidden`` may be None).
     """
     rate = dropout_rate
     normed = rms_norm(p["self_attn_norm"], hidden, cfg.layer_norm_epsilon)
     update = attention(p["self_attn"], normed, bias=self_bias, num_heads=cfg.num_heads,
-                       dropout_rate=rate, generator=generator, key_value=self_key_value)
+                       dropout_rate=rate, generator=generator, update_key_value=self_key_value_update)
     hidden = clamp_half(hidden + dropout(update, rate, generator))
     normed = rms_norm(p["cross_attn_norm"], hidden, cfg.layer_norm_epsilon)
     update = attention(p["cross_attn"], normed, encoder_hidden, bias=cross_bias, num_heads=cfg.num_heads,

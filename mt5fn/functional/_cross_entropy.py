@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._transforms import plain_or_one_grad, under_functorch
+
 IGNORE_INDEX = -100
 # float32 logits per chunk. Large on purpose: every chunk's ``grad_weight.addmm_`` reads and
 # writes the whole (V, d) head gradient, so small chunks turn one GEMM into many memory passes
@@ -86,8 +88,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total, _unused_hidden, _unused_weight):
-        plain_autograd = not (torch.compiler.is_compiling()
-                              or torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters())
+        plain_autograd = not (torch.compiler.is_compiling() or under_functorch())
         if plain_autograd and torch.is_grad_enabled():
             # create_graph=True: the gradients were computed in the forward and carry no graph,
             # so a second derivative would be silently wrong; say so instead.
@@ -106,7 +107,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.spent = True
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_total.to(grad_hidden.dtype)
-        if torch.compiler.is_compiling() or torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters():
+        if torch.compiler.is_compiling() or under_functorch():
             # transforms refuse in-place updates of captured tensors (and the compiler plans memory itself)
             return grad_hidden * scale, grad_weight * scale, None, None, None
         # plain autograd: in place, since a fresh (V, d) product would double the head gradient's memory
@@ -114,15 +115,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def fused_loss_applies() -> bool:
-    """The fused path needs plain (or one ``torch.func.grad``) reverse mode: not ``vmap``,
-    not forward-mode AD, not nested transforms (those differentiate the backward again)."""
-    if torch.compiler.is_compiling():
-        return True
-    if torch.autograd.forward_ad._current_level >= 0:
-        return False
-    interpreters = torch._functorch.pyfunctorch.retrieve_all_functorch_interpreters()
-    grad = torch._C._functorch.TransformType.Grad
-    return len(interpreters) <= 1 and all(interp.key() == grad for interp in interpreters)
+    """The fused path needs plain (or one ``torch.func.grad``) reverse mode."""
+    return plain_or_one_grad()
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, reduction: str = "mean") -> Tensor:

@@ -12,6 +12,7 @@ from ._optim import apply_gradients, make_optimizer
 from ._schedule import lr_factor, make_scheduler
 from ._step import StepResult, clip_by_global_norm, global_norm, train_step
 from ._loop import TrainError, TrainResult, read_metrics, train
+from ._profiling import maybe_profile
 
 # One import line per module above; everything public they import is exported.
 __all__ = sorted(name for name in dir() if not name.startswith("_"))

@@ -24,9 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._model import shift_right
-from .._params import iter_leaves, tree_map
-from .._validate import IGNORE_INDEX
+from ..functional import IGNORE_INDEX
+from ..model import iter_leaves, shift_right, tree_map
 from ._step import StepResult, clip_by_global_norm, global_norm
 
 

@@ -23,14 +23,14 @@ from typing import Any, Callable
 
 import torch
 
-from .. import _profiling
-from .._config import MT5Config
-from .._params import init_params, tree_map
+from ..checkpoint import atomic_write_text
+from ..model import MT5Config, init_params, tree_map
 from . import _distributed as D
+from . import _profiling
 from ._optim import apply_gradients, make_optimizer
 from ._schedule import make_scheduler
 from ._state import (FORMAT_VERSION, CheckpointError, latest_checkpoint, load_checkpoint, restore_rng_states,
-                     rng_states, save_checkpoint, write_text_atomic)
+                     rng_states, save_checkpoint)
 from ._step import train_step
 from ._text_data import BatchPlan, DataError, _mix, build_examples, data_fingerprint, make_batch, read_examples
 
@@ -85,7 +85,7 @@ def _check_args(args) -> None:
 
 
 def _tokenizer(args, ctx: D.Dist, raw: list, resume_dir: str | None):
-    from .. import Tokenizer, train_tokenizer
+    from ..tokenizer import Tokenizer, train_tokenizer
 
     try:
         if resume_dir is not None:
@@ -113,7 +113,7 @@ def _tokenizer(args, ctx: D.Dist, raw: list, resume_dir: str | None):
 
 
 def _model(args, tokenizer, state_cfg=None, state_params=None) -> tuple[MT5Config, dict]:
-    from .. import load_pretrained
+    from ..checkpoint import load_pretrained
 
     vocab = int(tokenizer.vocab_size)
     if state_cfg is not None:
@@ -233,7 +233,7 @@ def _truncate_metrics(path: str, start: int) -> None:
         return
     with open(path, encoding="utf-8") as handle:
         kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= start]
-    write_text_atomic(path, "".join(kept))
+    atomic_write_text(path, "".join(kept))
 
 
 def read_metrics(out_dir: str) -> list[dict[str, Any]]:
@@ -297,7 +297,7 @@ def _train(args, ctx: D.Dist, echo: Callable[[str], None]) -> TrainResult:
     params = tree_map(lambda leaf: leaf.detach().to(ctx.device), params)
     ddp = None
     if ctx.enabled:
-        from .._module import MT5Module
+        from ..model import MT5Module
 
         module = MT5Module(cfg, params)
         params = module.params()  # the nn.Parameters DDP fills .grad of; the optimizer owns them

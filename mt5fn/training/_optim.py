@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .._params import flatten_params
+from ..model import flatten_params
 
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adafactor": torch.optim.Adafactor}
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import atomic_write_text, fsync_tree
+
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
@@ -59,25 +61,9 @@ def _as_python_state(state: Any) -> tuple:
     return int(version), tuple(int(v) for v in internal), gauss
 
 
-def _fsync_tree(path: str) -> None:
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(out_dir: str, step: int, params: dict, cfg, tokenizer, state: dict[str, Any]) -> str:
     """Write the step-``step`` checkpoint atomically and point ``latest`` at it; returns its path."""
-    from .. import save_pretrained
+    from ..checkpoint import save_pretrained
 
     name = step_dir_name(step)
     final = os.path.join(out_dir, name)
@@ -91,7 +77,7 @@ def save_checkpoint(out_dir: str, step: int, params: dict, cfg, tokenizer, state
                 and key not in ("optimizer", "scheduler", "rng")}
         with open(os.path.join(tmp, STATE_JSON), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True, default=str)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if os.path.exists(final):  # re-saving a step (after a resume): swap, never leave a gap
             old = os.path.join(out_dir, f".{name}.old-{os.getpid()}")
             os.replace(final, old)
@@ -102,7 +88,7 @@ def save_checkpoint(out_dir: str, step: int, params: dict, cfg, tokenizer, state
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text_atomic(os.path.join(out_dir, LATEST), name + "\n")
+    atomic_write_text(os.path.join(out_dir, LATEST), name + "\n")
     return final
 
 
@@ -120,7 +106,7 @@ def latest_checkpoint(out_dir: str) -> str | None:
 
 def load_checkpoint(path: str) -> tuple[Any, dict, dict[str, Any]]:
     """``(cfg, params, state)`` of a checkpoint directory, with clear errors when it is damaged."""
-    from .. import load_pretrained
+    from ..checkpoint import load_pretrained
 
     if not os.path.isdir(path):
         raise CheckpointError(f"--resume: checkpoint directory {path!r} is missing")

@@ -18,10 +18,10 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .._config import MT5Config
-from .._model import loss as model_loss
-from .._params import flatten_params, iter_leaves, tree_map, unflatten_params
-from .._validate import IGNORE_INDEX, check_config, check_params
+from ..functional import IGNORE_INDEX
+from ..model import MT5Config, flatten_params, iter_leaves, tree_map, unflatten_params
+from ..model import loss as model_loss
+from ..model._validate import check_config, check_params
 
 _BATCH_KEYS = ("input_ids", "labels", "attention_mask", "decoder_attention_mask")
 
@@ -106,7 +106,7 @@ def train_step(params: dict, cfg: MT5Config, micro_batches: Any, *, dropout_rate
     gradients have the parameters' dtypes. Nothing is updated in place.
     """
     check_config(cfg)
-    check_params(params)
+    check_params(params, cfg, need_decoder=True)
     batches = _check_micro_batches(micro_batches)
     if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
                                       or not max_grad_norm > 0):

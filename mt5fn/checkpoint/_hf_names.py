@@ -13,8 +13,8 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ._config import MT5Config
-from ._params import flatten_params, unflatten_params
+from ..model._config import MT5Config
+from ..model._params import flatten_params, unflatten_params
 
 # Keys some checkpoints carry that no model uses (old T5 exports gave the first
 # cross-attention a relative bias that transformers never reads).

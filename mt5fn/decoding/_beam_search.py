@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._config import MT5Config
+from ..model._config import MT5Config
 from ._logits_processors import Processing, process
 from ._sampling import Step
 

@@ -58,6 +58,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     _fsync_path(os.path.dirname(path), directory=True)
 
 
+def atomic_write_text(path: str, text: str) -> None:
+    """``atomic_write_bytes`` of ``text`` encoded as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     """Hard-link (cheap, leaves ``src`` intact) or copy when linking is impossible."""
     if os.path.islink(src):

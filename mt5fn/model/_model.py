@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..functional import (causal_bias, decoder_block, dropout, encoder_block, fused_loss_applies, linear,
+                          linear_cross_entropy, linear_form, padding_bias, rms_norm, self_attention_bias)
 from . import _validate as check
 from ._config import MT5Config
-from ._masks import causal_bias, padding_bias, self_attention_bias
-from .functional import decoder_block, dropout, encoder_block, rms_norm
-from .functional._cross_entropy import fused_loss_applies, linear_cross_entropy
 
 
 def _embed(params: dict, ids: Tensor) -> Tensor:
@@ -86,15 +85,15 @@ def lm_logits(params: dict, cfg: MT5Config, hidden: Tensor) -> Tensor:
     """
     if cfg.scale_decoder_outputs:
         hidden = hidden * (cfg.d_model ** -0.5)
-    head = params.get("lm_head", params["shared"])  # (V, d)
-    return F.linear(hidden, head)  # (B, T, V)
+    head = params.get("lm_head", params["shared"])  # (V, d), any weight-leaf form
+    return linear(hidden, head)  # (B, T, V)
 
 
 def encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None = None, *,
            dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """Encoder output. input_ids: (B, S) -> (B, S, d_model)."""
     check.check_config(cfg)
-    check.check_params(params)
+    check.check_params(params, cfg)
     check.check_ids("input_ids", input_ids, cfg)
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
     rate = check.check_dropout(dropout_rate)
@@ -110,7 +109,7 @@ def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidd
     encoder's (B, S) mask. Returns (B, T, d_model).
     """
     check.check_config(cfg)
-    check.check_params(params)
+    check.check_params(params, cfg, need_decoder=True)
     check.check_ids("decoder_input_ids", decoder_input_ids, cfg)
     check.check_hidden("encoder_hidden", encoder_hidden, cfg)
     check.check_same_batch("decoder_input_ids", decoder_input_ids, encoder_hidden, "encoder_hidden")
@@ -124,7 +123,7 @@ def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidd
 
 def _check_pair(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None) -> None:
     check.check_config(cfg)
-    check.check_params(params)
+    check.check_params(params, cfg, need_decoder=True)
     check.check_ids("input_ids", input_ids, cfg)
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
 
@@ -179,11 +178,11 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source)
     hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask,
                      decoder_attention_mask, rate, generator, target)
-    if fused_loss_applies():
+    head = params.get("lm_head", params["shared"])  # (V, d)
+    if fused_loss_applies() and linear_form(head) == "dense":
         # same value, without holding (B*T, V) logits, log-probs and their gradients at once
         if cfg.scale_decoder_outputs:
             hidden = hidden * (cfg.d_model ** -0.5)
-        head = params.get("lm_head", params["shared"])  # (V, d)
         return linear_cross_entropy(hidden.flatten(0, 1), head, labels.flatten(), reduction=reduction)
     logits = lm_logits(params, cfg, hidden)  # (B, T, V)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; no copy otherwise

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._config import MT5Config
+from ..model._config import MT5Config
 from ._logits_processors import Processing, process
 
 Step = Callable[[Tensor, int], Tensor]  # (tokens (N,), step index) -> next-token logits (N, V)

@@ -41,9 +41,9 @@ from torch import Tensor
 
 from . import _safetensors_io as st
 from ._atomic import atomic_directory
-from ._config import MT5Config, read_config_json
+from ..model._config import MT5Config, read_config_json
 from ._hf_names import from_hf_state_dict, to_hf_state_dict
-from ._params import flatten_params, tree_map
+from ..model._params import flatten_params, tree_map
 
 CONFIG_NAME = "config.json"
 BIN_NAME = "pytorch_model.bin"
@@ -249,7 +249,7 @@ def save_checkpoint(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
     config = hf_config_dict(cfg, "lm_head.weight" not in tensors, dtypes.pop())
     generation = {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": cfg.eos_token_id,
                   "pad_token_id": cfg.pad_token_id}
-    from ._tokenizer import TOKENIZER_FILES
+    from ..tokenizer._sentencepiece import TOKENIZER_FILES
 
     replaced = {CONFIG_NAME, "generation_config.json", *(copy_files or {})}
     if tokenizer is not None or any(name in TOKENIZER_FILES for name in copy_files or {}):

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ._atomic import atomic_write_bytes
+from ..checkpoint._atomic import atomic_write_bytes
 
 SPIECE_NAME = "spiece.model"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"

@@ -14,19 +14,20 @@ so ``torch.func`` transforms and ``torch.compile`` see its tensors as leaves:
     cross_bias              (B, 1, 1, S)                 encoder padding: 0 kept, finfo.min masked
     position                ()  int64                    slots written so far (a tensor: no recompiles)
 
-A step of T tokens writes slots ``position .. position+T-1`` and attends over
-all ``max_length`` slots with the unwritten ones masked, so its shapes do not
-depend on the position. The relative position bias uses the queries' absolute
-positions (UMT5: each block's own table). ``decode_step`` writes out of place
-by default (a new cache; safe under ``vmap`` and ``grad``); ``inplace=True``
-writes into the buffers and returns a cache sharing them -- the old one is
-then consumed.
+A step runs ``functional.decoder_block`` -- the block teacher forcing runs --
+with the cache entering as its ``self_key_value_update`` (write the new K/V
+into slots ``position .. position+T-1``, attend over all ``max_length``
+slots with the unwritten ones masked, so shapes do not depend on the
+position) and its ``cross_key_value``. The relative position bias uses the
+queries' absolute positions (UMT5: each block's own table). ``decode_step``
+writes out of place by default (a new cache; safe under ``vmap`` and
+``grad``); ``inplace=True`` writes into the buffers and returns a cache
+sharing them -- the old one is then consumed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +35,9 @@ from einops import rearrange
 from torch import Tensor
 from torch.utils import _pytree
 
-from . import _validate as check
-from ._config import MT5Config
-from ._decoder_weights import ParamDecoder
-from ._masks import padding_bias
-from .functional import attend, clamp_half, rms_norm, split_heads
+from ..functional import decoder_block, linear, padding_bias, position_bias, project_key_value, rms_norm
+from ..model import MT5Config, lm_logits
+from ..model import _validate as check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +64,32 @@ class DecodeCache:
 _pytree.register_dataclass(DecodeCache, serialized_type_name="mt5fn.DecodeCache")
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+def _tables(params: dict, cfg: MT5Config) -> list[Tensor]:
+    """Decoder relative-position tables, one per block (UMT5) or block 0's shared one."""
+    stack = params["decoder"]
+    if cfg.per_layer_position_bias:
+        return [block["rel_bias"] for block in stack["blocks"]]
+    return [stack["rel_bias"]]
 
 
-def build_cache(weights: ParamDecoder, cfg: MT5Config, encoder_hidden: Tensor, encoder_mask: Tensor | None,
+def cross_key_value(params: dict, cfg: MT5Config, encoder_hidden: Tensor) -> tuple[Tensor, Tensor]:
+    """Every decoder block's cross-attention keys and values: two (L, B, H, S, d_kv)."""
+    decoder = params["decoder"]
+    if "cross_kv" in decoder:  # prepared: all blocks' K and V in one product
+        batch, length, _ = encoder_hidden.shape
+        projected = linear(encoder_hidden, decoder["cross_kv"])  # (B, S, L * 2 * H * d_kv)
+        projected = rearrange(projected, "b s (l two h d) -> two l b h s d", l=cfg.num_decoder_layers, two=2,
+                              h=cfg.num_heads)  # (2, L, B, H, S, d_kv)
+        return projected[0].contiguous(), projected[1].contiguous()
+    pairs = [project_key_value(block["cross_attn"], encoder_hidden, cfg.num_heads) for block in decoder["blocks"]]
+    return torch.stack([k for k, _ in pairs]), torch.stack([v for _, v in pairs])
+
+
+def build_cache(params: dict, cfg: MT5Config, encoder_hidden: Tensor, encoder_mask: Tensor | None,
                 max_length: int, *, repeat: int = 1) -> DecodeCache:
     """``init_cache`` without the boundary checks; each row repeated ``repeat`` times (beams)."""
     batch, length, _ = encoder_hidden.shape
-    cross_key, cross_value = weights.cross_key_value(encoder_hidden)  # 2 x (L, B, H, S, d_kv)
+    cross_key, cross_value = cross_key_value(params, cfg, encoder_hidden)  # 2 x (L, B, H, S, d_kv)
     bias = padding_bias(encoder_mask, encoder_hidden.dtype)  # (B, 1, 1, S) | None
     if bias is None:
         bias = encoder_hidden.new_zeros(batch, 1, 1, length)
@@ -99,12 +113,12 @@ def init_cache(params: dict, cfg: MT5Config, encoder_hidden: Tensor, encoder_mas
     of every decoder block are computed here, once.
     """
     check.check_config(cfg)
-    check.check_params(params)
+    check.check_params(params, cfg, need_decoder=True)
     check.check_hidden("encoder_hidden", encoder_hidden, cfg)
     if encoder_mask is not None:
         check.check_mask("encoder_mask", encoder_mask, encoder_hidden[..., 0], "encoder_hidden[..., 0]")
-    _check_int("max_length", max_length, 1)
-    return build_cache(ParamDecoder(params, cfg), cfg, encoder_hidden, encoder_mask, max_length)
+    check.check_int("max_length", max_length, 1)
+    return build_cache(params, cfg, encoder_hidden, encoder_mask, max_length)
 
 
 def _write(buffer: Tensor, new: Tensor, start: Tensor | int, inplace: bool) -> Tensor:
@@ -124,72 +138,74 @@ def _write(buffer: Tensor, new: Tensor, start: Tensor | int, inplace: bool) -> T
     return torch.where(written, source, buffer)
 
 
-def _blocks(weights: ParamDecoder, cfg: MT5Config, cache: DecodeCache, hidden: Tensor,
-            self_bias: Callable[[int], Tensor], start: Tensor | int, keys_used: int,
-            inplace: bool) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """The decoder blocks of one cached step: hidden (B, T, d) -> (B, T, d), plus each block's K/V buffers."""
-    eps = cfg.layer_norm_epsilon
-    shared_bias = None if cfg.per_layer_position_bias else self_bias(0)
-    new_keys, new_values = [], []
-    for layer in range(cfg.num_decoder_layers):
-        self_norm, cross_norm, mlp_norm = weights.norms(layer)
-        normed = rms_norm(self_norm, hidden, eps)
-        query, key, value = (split_heads(x, cfg.num_heads) for x in weights.self_qkv(layer, normed))  # (B, H, T, d_kv)
-        keys = _write(cache.self_key[layer], key, start, inplace)  # (B, H, M, d_kv)
-        values = _write(cache.self_value[layer], value, start, inplace)
-        new_keys.append(keys)
-        new_values.append(values)
-        bias = self_bias(layer) if cfg.per_layer_position_bias else shared_bias
-        context = attend(query, keys[..., :keys_used, :], values[..., :keys_used, :], bias)  # (B, H, T, d_kv)
-        hidden = clamp_half(hidden + weights.self_out(layer, rearrange(context, "b h t d -> b t (h d)")))
+def distance_bias(params: dict, cfg: MT5Config, max_length: int) -> list[Tensor]:
+    """Causal position bias per distance for each decoder table, stored reversed: (1, H, 1, M) each.
 
-        normed = rms_norm(cross_norm, hidden, eps)
-        query = split_heads(weights.cross_query(layer, normed), cfg.num_heads)  # (B, H, T, d_kv)
-        context = attend(query, cache.cross_key[layer], cache.cross_value[layer], cache.cross_bias)
-        hidden = clamp_half(hidden + weights.cross_out(layer, rearrange(context, "b h t d -> b t (h d)")))
-
-        normed = rms_norm(mlp_norm, hidden, eps)
-        hidden = clamp_half(hidden + weights.ffn_out(layer, weights.ffn_inner(layer, normed)))  # (B, T, d)
-
-    return hidden, new_keys, new_values
-
-
-def run_step(weights: ParamDecoder, cfg: MT5Config, cache: DecodeCache, token_ids: Tensor, *,
-             inplace: bool, position: int | None = None) -> tuple[Tensor, DecodeCache]:
-    """The cached decoder step shared by ``decode_step`` and the generation loop.
-
-    ``position``: the cache position as a Python int when the caller knows it
-    (the generation loop counts steps); then only the written slots are read,
-    and the step needs no mask for a single token. ``None`` reads the position
-    tensor and attends over every slot (shape-static, traceable).
+    Column j holds distance ``M-1-j``, so the keys 0..p of a query at position
+    p read the contiguous slice ``[M-1-p, M)``: a one-token step at a known
+    position slices a view instead of recomputing buckets. The generation loop
+    makes it once per call.
     """
-    batch, steps = token_ids.shape
-    hidden = F.embedding(token_ids, weights.embed)  # (B, T, d)
-    dtype, device, eps = hidden.dtype, hidden.device, cfg.layer_norm_epsilon
+    return [position_bias(table, 1, max_length, bidirectional=False,
+                          max_distance=cfg.relative_attention_max_distance, query_offset=max_length - 1)
+            for table in _tables(params, cfg)]
+
+
+def step_hidden(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Tensor, *, inplace: bool,
+                position: int | None = None, distances: list[Tensor] | None = None
+                ) -> tuple[Tensor, DecodeCache]:
+    """The cached decoder step shared by ``decode_step`` and the generation loop, up to the final norm.
+
+    Returns the decoder output (B, T, d) and the next cache. ``position``: the
+    cache position as a Python int when the caller knows it (the generation
+    loop counts steps); then only the written slots are read, and a single
+    token needs no mask. ``None`` reads the position tensor and attends over
+    every slot (shape-static, traceable). ``distances``: ``distance_bias`` of
+    this call, for one-token steps at a known position.
+    """
+    steps = token_ids.shape[1]
+    hidden = F.embedding(token_ids, params["shared"])  # (B, T, d)
+    dtype, device = hidden.dtype, hidden.device
     start: Tensor | int = cache.position if position is None else position
     keys_used = cache.max_length if position is None else position + steps
-    if position is None or steps > 1:
+    one_known = position is not None and steps == 1
+    if one_known:
+        mask = None  # one token at a known position sees exactly the slots written so far
+    else:
         query = start + torch.arange(steps, device=device)  # (T,) absolute positions
         keep = torch.arange(keys_used, device=device)[None, :] <= query[:, None]  # (T, Tk) causal, written
         mask = torch.zeros((), dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
-    else:
-        mask = None  # one token at a known position sees exactly the slots written so far
 
-    def self_bias(layer: int) -> Tensor:
-        bias = weights.step_bias(layer, steps, keys_used, start).to(dtype)  # (1, H, T, Tk)
-        return bias if mask is None else bias + mask
+    tables = _tables(params, cfg)
 
-    hidden, new_keys, new_values = _blocks(weights, cfg, cache, hidden, self_bias, start, keys_used, inplace)
-    hidden = rms_norm(weights.final_norm, hidden, eps)
-    if cfg.scale_decoder_outputs:
-        hidden = hidden * (cfg.d_model ** -0.5)
-    logits = weights.head(hidden)  # (B, T, V)
+    def self_bias(index: int) -> Tensor:
+        if one_known and distances is not None:
+            table = distances[index]
+            return table[..., table.shape[-1] - keys_used:].to(dtype)  # (1, H, 1, Tk), a view
+        bias = position_bias(tables[index], steps, keys_used, bidirectional=False,
+                             max_distance=cfg.relative_attention_max_distance, query_offset=start).to(dtype)
+        return bias if mask is None else bias + mask  # (1, H, T, Tk)
+
+    shared_bias = None if cfg.per_layer_position_bias else self_bias(0)
+    new_keys, new_values = [], []
+    for layer, block in enumerate(params["decoder"]["blocks"]):
+        def update(key: Tensor, value: Tensor, layer: int = layer) -> tuple[Tensor, Tensor]:
+            keys = _write(cache.self_key[layer], key, start, inplace)  # (B, H, M, d_kv)
+            values = _write(cache.self_value[layer], value, start, inplace)
+            new_keys.append(keys)
+            new_values.append(values)
+            return keys[..., :keys_used, :], values[..., :keys_used, :]
+
+        bias = self_bias(layer) if cfg.per_layer_position_bias else shared_bias
+        hidden = decoder_block(block, cfg, hidden, bias, None, cache.cross_bias, self_key_value_update=update,
+                               cross_key_value=(cache.cross_key[layer], cache.cross_value[layer]))
+    hidden = rms_norm(params["decoder"]["final_norm"], hidden, cfg.layer_norm_epsilon)  # (B, T, d)
     if inplace:
         next_cache = dataclasses.replace(cache, position=cache.position.add_(steps))
     else:
         next_cache = dataclasses.replace(cache, self_key=torch.stack(new_keys), self_value=torch.stack(new_values),
                                          position=cache.position + steps)
-    return logits, next_cache
+    return hidden, next_cache
 
 
 def _check_cache(cache: object, cfg: MT5Config) -> DecodeCache:
@@ -210,10 +226,12 @@ def decode_step(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
     the function works under ``torch.func.vmap`` / ``grad`` and
     ``torch.compile`` (the position is a tensor; nothing is read back to
     Python). ``inplace=True`` writes into ``cache``'s buffers instead (the
-    generation loop's fast path); the returned cache shares them.
+    generation loop's fast path); the returned cache shares them. ``params``
+    may be a ``prepare_decoding`` tree.
     """
+
     check.check_config(cfg)
-    check.check_params(params)
+    check.check_params(params, cfg, need_decoder=True)
     _check_cache(cache, cfg)
     check.check_ids("token_ids", token_ids, cfg)
     if token_ids.shape[0] != cache.batch_size:
@@ -226,4 +244,5 @@ def decode_step(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
         if used + token_ids.shape[1] > cache.max_length:
             raise ValueError(f"cache too small: it holds {cache.max_length} slots, {used} are written and "
                              f"token_ids adds {token_ids.shape[1]}")
-    return run_step(ParamDecoder(params, cfg), cfg, cache, token_ids, inplace=inplace)
+    hidden, next_cache = step_hidden(params, cfg, cache, token_ids, inplace=inplace)
+    return lm_logits(params, cfg, hidden), next_cache

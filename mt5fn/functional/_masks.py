@@ -8,11 +8,15 @@ position bias and the mask are summed once per stack and shared by all blocks
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from ._config import MT5Config
-from .functional import position_bias
+from ._position import position_bias
+
+if TYPE_CHECKING:  # functional is the lowest room: the config is only a type here
+    from ..model import MT5Config
 
 
 def padding_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
