@@ -10,11 +10,11 @@ an override is validated the same way.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Mapping
 
 from ..model import _validate as check
+from ..model._json import read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +89,7 @@ class GenerationConfig:
         and so are nulls. Without ``max_new_tokens``, a ``max_length`` counts the decoder start token as
         transformers does for encoder-decoders: ``max_new_tokens = max_length - 1``."""
         if isinstance(config, (str, os.PathLike)):
-            path = os.fspath(config)
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    config = json.load(handle)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise ValueError(f"{path}: cannot read a generation config ({error})") from None
+            config = read_json(config)
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict or a path to generation_config.json, got {type(config).__name__}")
         names = {field.name for field in dataclasses.fields(cls)}

@@ -16,17 +16,16 @@ Two derived facts live here because every other module needs them:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Mapping
 
+from ..functional import ACTIVATION_FUNCTIONS
+from ._json import read_json
+
 MODEL_TYPES = ("t5", "mt5", "umt5")
 
-# Activations transformers accepts in ``feed_forward_proj`` that we implement.
-ACTIVATIONS = (
-    "relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu",
-    "silu", "swish", "tanh", "sigmoid", "mish", "relu2",
-)
+# Activations transformers accepts in ``feed_forward_proj`` that we implement (one list: functional's).
+ACTIVATIONS = tuple(ACTIVATION_FUNCTIONS)
 
 # transformers' dataclass defaults per model_type (configuration_{t5,mt5,umt5}.py).
 _HF_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -192,17 +191,8 @@ class MT5Config:
 
 
 def read_config_json(file: str) -> dict[str, Any]:
-    """The JSON object in ``file``; errors name the file and the problem."""
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f"{file}: missing; a checkpoint directory needs config.json")
-    try:
-        with open(file, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{file}: does not hold a JSON object")
-    return config
+    """The ``config.json`` object in ``file``; errors name the file and the problem."""
+    return read_json(file, missing="a checkpoint directory needs config.json")
 
 
 def _parse_feed_forward_proj(value: Any) -> tuple[bool, str]:

@@ -11,7 +11,10 @@ Dropout is off unless a ``dropout_rate`` is passed, and then draws from the
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,8 +37,33 @@ def _embed_pair(params: dict, input_ids: Tensor, decoder_input_ids: Tensor) -> t
     return source.unflatten(0, input_ids.shape), target.unflatten(0, decoder_input_ids.shape)
 
 
+def _checkpointed(block_fn: Callable[..., Tensor], generator: torch.Generator | None) -> Callable[..., Tensor]:
+    """``block_fn`` recomputed in the backward (``torch.utils.checkpoint``), drawing the same dropout.
+
+    torch's checkpoint restores the global RNGs for the recomputation but not an explicit
+    ``generator``: its state is captured before the block, set for the recomputation, and the
+    generator's later state restored afterwards, so masks and later draws are as without checkpointing.
+    """
+    state = None if generator is None else generator.get_state()
+    calls = [0]
+
+    def run(*args: Tensor) -> Tensor:
+        calls[0] += 1
+        if generator is None or calls[0] == 1:
+            return block_fn(*args)
+        later = generator.get_state()
+        generator.set_state(state)
+        try:
+            return block_fn(*args)
+        finally:
+            generator.set_state(later)
+
+    return lambda *args: torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
+
+
 def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
-            rate: float, generator: torch.Generator | None, embedded: Tensor | None = None) -> Tensor:
+            rate: float, generator: torch.Generator | None, embedded: Tensor | None = None,
+            checkpoint_blocks: bool = False) -> Tensor:
     stack = params["encoder"]
     embedded = _embed(params, input_ids) if embedded is None else embedded
     hidden = dropout(embedded, rate, generator)  # (B, S, d)
@@ -49,14 +77,18 @@ def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Ten
     shared_bias = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
     for block in stack["blocks"]:
         bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
-        hidden = encoder_block(block, cfg, hidden, bias, dropout_rate=rate, generator=generator)
+        def run(hidden: Tensor, bias: Tensor | None, block: dict = block) -> Tensor:
+            return encoder_block(block, cfg, hidden, bias, dropout_rate=rate, generator=generator)
+
+        hidden = (_checkpointed(run, generator) if checkpoint_blocks else run)(hidden, bias)
     hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
     return dropout(hidden, rate, generator)  # (B, S, d)
 
 
 def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidden: Tensor,
             attention_mask: Tensor | None, decoder_attention_mask: Tensor | None, rate: float,
-            generator: torch.Generator | None, embedded: Tensor | None = None) -> Tensor:
+            generator: torch.Generator | None, embedded: Tensor | None = None,
+            checkpoint_blocks: bool = False) -> Tensor:
     stack = params["decoder"]
     embedded = _embed(params, decoder_input_ids) if embedded is None else embedded
     hidden = dropout(embedded, rate, generator)  # (B, T, d)
@@ -71,8 +103,11 @@ def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hid
     shared_bias = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
     for block in stack["blocks"]:
         bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
-        hidden = decoder_block(block, cfg, hidden, bias, encoder_hidden, cross_bias,
-                               dropout_rate=rate, generator=generator)
+        def run(hidden: Tensor, bias: Tensor | None, encoder_hidden: Tensor, block: dict = block) -> Tensor:
+            return decoder_block(block, cfg, hidden, bias, encoder_hidden, cross_bias,
+                                 dropout_rate=rate, generator=generator)
+
+        hidden = (_checkpointed(run, generator) if checkpoint_blocks else run)(hidden, bias, encoder_hidden)
     hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
     return dropout(hidden, rate, generator)  # (B, T, d)
 
@@ -130,17 +165,23 @@ def _check_pair(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask:
 
 def forward(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input_ids: Tensor,
             attention_mask: Tensor | None = None, decoder_attention_mask: Tensor | None = None, *,
-            dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
-    """Teacher-forced logits. input_ids: (B, S); decoder_input_ids: (B, T) -> (B, T, V)."""
+            dropout_rate: float = 0.0, generator: torch.Generator | None = None,
+            checkpoint_blocks: bool = False) -> Tensor:
+    """Teacher-forced logits. input_ids: (B, S); decoder_input_ids: (B, T) -> (B, T, V).
+
+    ``checkpoint_blocks=True`` recomputes each block in the backward (activation
+    checkpointing): same values and gradients, far less memory held for the backward.
+    """
     _check_pair(params, cfg, input_ids, attention_mask)
     check.check_ids("decoder_input_ids", decoder_input_ids, cfg)
     check.check_same_batch("decoder_input_ids", decoder_input_ids, input_ids, "input_ids")
     check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
     rate = check.check_dropout(dropout_rate)
+    check.check_bool("checkpoint_blocks", checkpoint_blocks)
     source, target = _embed_pair(params, input_ids, decoder_input_ids)
-    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source)
+    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source, checkpoint_blocks)
     hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
-                     rate, generator, target)
+                     rate, generator, target, checkpoint_blocks)
     return lm_logits(params, cfg, hidden)
 
 
@@ -154,7 +195,7 @@ def shift_right(labels: Tensor, cfg: MT5Config) -> Tensor:
 
 def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attention_mask: Tensor | None = None,
          *, decoder_attention_mask: Tensor | None = None, reduction: str = "mean", dropout_rate: float = 0.0,
-         generator: torch.Generator | None = None) -> Tensor:
+         generator: torch.Generator | None = None, checkpoint_blocks: bool = False) -> Tensor:
     """Cross-entropy of ``labels`` (B, T) under teacher forcing, transformers' semantics.
 
     The decoder reads ``shift_right(labels)``; positions labelled -100 are
@@ -165,6 +206,7 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     and chunked (``functional._cross_entropy``): same value, no (B*T, V) logits kept;
     that path is first-order only (``autograd.grad(..., create_graph=True)`` through it is
     refused; nested ``torch.func`` transforms take the unfused path).
+    ``checkpoint_blocks=True``: activation checkpointing, as in ``forward``.
     """
     _check_pair(params, cfg, input_ids, attention_mask)
     check.check_ids("labels", labels, cfg, allow_ignore=True)
@@ -173,11 +215,12 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     rate = check.check_dropout(dropout_rate)
+    check.check_bool("checkpoint_blocks", checkpoint_blocks)
     decoder_input_ids = shift_right(labels, cfg)
     source, target = _embed_pair(params, input_ids, decoder_input_ids)
-    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source)
+    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source, checkpoint_blocks)
     hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask,
-                     decoder_attention_mask, rate, generator, target)
+                     decoder_attention_mask, rate, generator, target, checkpoint_blocks)
     head = params.get("lm_head", params["shared"])  # (V, d)
     if fused_loss_applies() and linear_form(head) == "dense":
         # same value, without holding (B*T, V) logits, log-probs and their gradients at once

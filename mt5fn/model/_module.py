@@ -60,6 +60,7 @@ class MT5Module(_Node):
 
     ``module(input_ids, decoder_input_ids, attention_mask=None,
     decoder_attention_mask=None)`` returns logits like :func:`mt5fn.forward`;
+    ``module(input_ids=..., labels=...)`` the loss like :func:`mt5fn.loss`;
     ``module.loss(input_ids, labels, attention_mask=None)`` like :func:`mt5fn.loss`;
     ``module.params()`` gives the pytree of the module's current tensors.
     """
@@ -76,8 +77,19 @@ class MT5Module(_Node):
         """The parameter pytree as the module currently holds it."""
         return self.tree()
 
-    def forward(self, input_ids: Tensor, decoder_input_ids: Tensor, attention_mask: Tensor | None = None,
-                decoder_attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
+    def forward(self, input_ids: Tensor, decoder_input_ids: Tensor | None = None,
+                attention_mask: Tensor | None = None, decoder_attention_mask: Tensor | None = None, *,
+                labels: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """Logits as ``mt5fn.forward``; with ``labels``, ``mt5fn.loss`` instead (the decoder then reads
+        ``shift_right(labels)``, and ``decoder_input_ids`` must be None), as transformers' models do."""
+        if labels is not None:
+            if decoder_input_ids is not None:
+                raise ValueError("pass labels or decoder_input_ids, not both: with labels the decoder reads "
+                                 "shift_right(labels)")
+            return loss(self.tree(), self.cfg, input_ids, labels, attention_mask,
+                        decoder_attention_mask=decoder_attention_mask, **kwargs)
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids (or labels) must be given")
         return forward(self.tree(), self.cfg, input_ids, decoder_input_ids, attention_mask,
                        decoder_attention_mask, **kwargs)
 

@@ -21,11 +21,10 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..functional import IGNORE_INDEX
-from ..model import iter_leaves, shift_right, tree_map
+from ..model import iter_leaves, tree_map
 from ._step import StepResult, clip_by_global_norm, global_norm
 
 
@@ -116,11 +115,10 @@ def ddp_step(ddp: torch.nn.Module, params: dict, cfg, micro_batches: Sequence[Ma
         autocast = (torch.autocast(device_type=ctx.device.type, dtype=autocast_dtype) if autocast_dtype
                     else contextlib.nullcontext())
         with sync:
-            with autocast:
-                logits = ddp(batch["input_ids"], shift_right(batch["labels"], cfg), batch.get("attention_mask"),
-                             dropout_rate=dropout_rate, generator=generator)  # (B, T, V)
-            summed = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(),
-                                     ignore_index=IGNORE_INDEX, reduction="sum")
+            with autocast:  # the module returns mt5fn.loss (fused head + cross-entropy) given labels
+                summed = ddp(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                             decoder_attention_mask=batch.get("decoder_attention_mask"), labels=batch["labels"],
+                             reduction="sum", dropout_rate=dropout_rate, generator=generator)
             (summed * scale).backward()
         local_loss += summed.detach().double()
     loss = torch.tensor(all_sum(ctx, local_loss.item()) / global_tokens, dtype=torch.float32)
