@@ -37,6 +37,7 @@ from torch.utils import _pytree
 
 from ..functional import decoder_block, linear, padding_bias, position_bias, project_key_value, rms_norm
 from ..model import MT5Config, lm_logits
+from ..model import _preflight as preflight
 from ..model import _validate as check
 
 
@@ -114,10 +115,11 @@ def init_cache(params: dict, cfg: MT5Config, encoder_hidden: Tensor, encoder_mas
     """
     check.check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    check.check_hidden("encoder_hidden", encoder_hidden, cfg)
+    check.check_hidden("encoder_hidden", encoder_hidden, cfg, params)
     if encoder_mask is not None:
         check.check_mask("encoder_mask", encoder_mask, encoder_hidden[..., 0], "encoder_hidden[..., 0]")
     check.check_int("max_length", max_length, 1)
+    preflight.check_cache(params, cfg, encoder_hidden.shape[0], encoder_hidden.shape[1], max_length)
     return build_cache(params, cfg, encoder_hidden, encoder_mask, max_length)
 
 
@@ -208,13 +210,10 @@ def step_hidden(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
     return hidden, next_cache
 
 
-def _check_cache(cache: object, cfg: MT5Config) -> DecodeCache:
+def _check_cache(cache: object, cfg: MT5Config, params: dict) -> DecodeCache:
     if not isinstance(cache, DecodeCache):
         raise TypeError(f"cache must be a DecodeCache from mt5fn.init_cache, got {type(cache).__name__}")
-    layers, heads, d_kv = cache.self_key.shape[0], cache.self_key.shape[-3], cache.self_key.shape[-1]
-    if (layers, heads, d_kv) != (cfg.num_decoder_layers, cfg.num_heads, cfg.d_kv):
-        raise ValueError(f"cache has (layers, heads, d_kv) = {(layers, heads, d_kv)} but the config has "
-                         f"{(cfg.num_decoder_layers, cfg.num_heads, cfg.d_kv)}")
+    check.check_cache_tensors(cache, cfg, params)
     return cache
 
 
@@ -232,8 +231,9 @@ def decode_step(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
 
     check.check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    _check_cache(cache, cfg)
-    check.check_ids("token_ids", token_ids, cfg)
+    _check_cache(cache, cfg, params)
+    check.check_ids("token_ids", token_ids, cfg, device=check.params_device(params))
+    check.check_bool("inplace", inplace)
     if token_ids.shape[0] != cache.batch_size:
         raise ValueError(f"token_ids has batch size {token_ids.shape[0]} but the cache holds {cache.batch_size} rows")
     if token_ids.shape[1] > cache.max_length:
@@ -244,5 +244,6 @@ def decode_step(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
         if used + token_ids.shape[1] > cache.max_length:
             raise ValueError(f"cache too small: it holds {cache.max_length} slots, {used} are written and "
                              f"token_ids adds {token_ids.shape[1]}")
+    preflight.check_step(params, cfg, cache.batch_size, token_ids.shape[1], cache.max_length, inplace)
     hidden, next_cache = step_hidden(params, cfg, cache, token_ids, inplace=inplace)
     return lm_logits(params, cfg, hidden), next_cache

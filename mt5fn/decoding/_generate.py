@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..model import MT5Config, encode, lm_logits
+from ..model import _preflight as preflight
 from ..model import _validate as check
 from ._beam_search import beam_loop
 from ._cache import build_cache, distance_bias, step_hidden
@@ -76,7 +77,7 @@ def generate(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Te
     """
     check.check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("input_ids", input_ids, cfg)
+    check.check_ids("input_ids", input_ids, cfg, min_batch=1, device=check.params_device(params))
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
     gc = resolve_config(config, overrides)
     _check_generator(generator)
@@ -90,6 +91,9 @@ def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mas
     so one-beam beam search stays reachable for the specification; ``on_step`` is called after every
     decoder step (the command line's profiler)."""
     beam_search = gc.num_beams > 1 if beam_search is None else beam_search
+    preflight.check_generate(params, cfg, input_ids, attention_mask, max_new_tokens=gc.max_new_tokens,
+                             num_beams=gc.num_beams, num_return_sequences=gc.num_return_sequences,
+                             beam_search=beam_search)
     batch, device = input_ids.shape[0], input_ids.device
     repeat = gc.num_beams if beam_search else gc.num_return_sequences
     rows = batch * repeat

@@ -57,17 +57,22 @@ class GenerationConfig:
         if self.do_sample and self.temperature <= 0.0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature!r} "
                              "(for greedy decoding use do_sample=False)")
+        if self.do_sample:
+            check.check_scale("temperature", self.temperature)
         check.check_optional_int("top_k", self.top_k, 1)
         if self.top_p is not None:
             fix("top_p", check.check_real("top_p", self.top_p))
             if not 0.0 < self.top_p <= 1.0:
                 raise ValueError(f"top_p must lie in (0, 1], got {self.top_p!r}")
         fix("length_penalty", check.check_real("length_penalty", self.length_penalty))
+        if self.num_beams > 1:
+            check.check_length_penalty(self.length_penalty, self.max_new_tokens)
         if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         fix("repetition_penalty", check.check_real("repetition_penalty", self.repetition_penalty))
         if self.repetition_penalty <= 0.0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        check.check_scale("repetition_penalty", self.repetition_penalty)
         if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
             raise ValueError(f"num_return_sequences ({self.num_return_sequences}) must be <= num_beams "
                              f"({self.num_beams}) for beam search")

@@ -21,8 +21,15 @@ from typing import Any, Mapping
 
 from ..functional import ACTIVATION_FUNCTIONS
 from ._json import read_json
+from ._validate import check_bool, check_dropout, check_int, check_real
 
 MODEL_TYPES = ("t5", "mt5", "umt5")
+
+# The integer sizes of a config. Each is at most 2**31 - 1: an int32 id must be able to address every
+# token, and no published model comes near (the largest, t5-11b, has d_ff = 65536).
+_DIMENSIONS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+               "relative_attention_num_buckets", "relative_attention_max_distance")
+MAX_DIMENSION = 2 ** 31 - 1
 
 # Activations transformers accepts in ``feed_forward_proj`` that we implement (one list: functional's).
 ACTIVATIONS = tuple(ACTIVATION_FUNCTIONS)
@@ -70,43 +77,47 @@ class MT5Config:
     scale_decoder_outputs: bool | None = None
 
     def __post_init__(self) -> None:
+        # Every field is checked for type and range here, once: a config that is accepted never fails
+        # later (an IndexError from the bucket function, a shape of zero, an id the embedding lacks).
         def fix(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        if self.num_decoder_layers is None:
-            fix("num_decoder_layers", self.num_layers)
-        if self.decoder_start_token_id is None:
-            fix("decoder_start_token_id", self.pad_token_id)
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
-        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
-                     "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.relative_attention_num_buckets < 4:
+        if self.num_decoder_layers is None:
+            fix("num_decoder_layers", self.num_layers)
+        for name in _DIMENSIONS:
+            check_int(name, getattr(self, name), 1, MAX_DIMENSION)
+        buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
+        if buckets < 4:
             # Bidirectional attention halves the buckets, then halves again for the exact region.
-            raise ValueError(
-                f"relative_attention_num_buckets must be >= 4, got {self.relative_attention_num_buckets!r}")
-        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name} must be an int in [0, vocab_size={self.vocab_size}), got {value!r}")
-        rate = self.dropout_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"dropout_rate must be a float in [0, 1), got {rate!r}")
-        fix("dropout_rate", float(rate))
-        eps = self.layer_norm_epsilon
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ValueError(f"layer_norm_epsilon must be a positive float, got {eps!r}")
-        fix("layer_norm_epsilon", float(eps))
-        if not isinstance(self.tie_word_embeddings, bool):
-            raise ValueError(f"tie_word_embeddings must be a bool, got {self.tie_word_embeddings!r}")
+            raise ValueError(f"relative_attention_num_buckets must be >= 4, got {buckets!r}")
+        if distance <= buckets // 2:
+            # The log-spaced buckets span (max_exact, max_distance]; the causal stack's exact region is
+            # num_buckets // 2 wide. At max_distance == max_exact the bucket formula divides by log(1) = 0,
+            # below it the buckets run negative: transformers then fails with an IndexError on any input
+            # longer than the exact region.
+            raise ValueError(f"relative_attention_max_distance must be > relative_attention_num_buckets // 2 "
+                             f"= {buckets // 2}, got {distance!r}")
+        check_int("pad_token_id", self.pad_token_id, 0, self.vocab_size - 1)
+        if self.decoder_start_token_id is None:
+            fix("decoder_start_token_id", self.pad_token_id)
+        for name in ("eos_token_id", "decoder_start_token_id"):
+            check_int(name, getattr(self, name), 0, self.vocab_size - 1)
+        fix("dropout_rate", check_dropout(self.dropout_rate))
+        eps = check_real("layer_norm_epsilon", self.layer_norm_epsilon)
+        if not eps > 0.0:
+            raise ValueError(f"layer_norm_epsilon must be a positive finite float, got {eps!r}")
+        fix("layer_norm_epsilon", eps)
+        check_bool("tie_word_embeddings", self.tie_word_embeddings)
         _parse_feed_forward_proj(self.feed_forward_proj)
         if self.scale_decoder_outputs is None:
             fix("scale_decoder_outputs", self.model_type != "mt5" and self.tie_word_embeddings)
         elif not isinstance(self.scale_decoder_outputs, bool):
             raise ValueError(f"scale_decoder_outputs must be a bool or None, got {self.scale_decoder_outputs!r}")
+        elif self.scale_decoder_outputs and self.model_type == "mt5":
+            raise ValueError("scale_decoder_outputs must be False for model_type 'mt5' (transformers' mT5 never "
+                             "rescales the decoder output); use model_type 't5' for a scaled head")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -139,33 +150,24 @@ class MT5Config:
         """Build from a transformers ``config.json`` (a dict, the file, or its directory).
 
         Keys mt5fn does not use are ignored; absent fields take transformers'
-        defaults for that ``model_type``.
+        defaults for that ``model_type``. Flags are read as transformers 5.24
+        reads them: ``tie_word_embeddings`` is "tied unless it is exactly
+        ``false``" (so ``0`` and ``"false"`` read as tied), a stored
+        ``scale_decoder_outputs`` counts by its truth value for t5 / umt5, and
+        mT5 never scales. An error names the file it came from.
         """
+        source = "config"
         if not isinstance(config, Mapping):
+            if not isinstance(config, (str, os.PathLike)):
+                raise TypeError(f"config must be a dict, a config.json path or its directory, "
+                                f"got {type(config).__name__}")
             path = os.fspath(config)
-            config = read_config_json(os.path.join(path, "config.json") if os.path.isdir(path) else path)
-        model_type = config.get("model_type", "t5")
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"config: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-        values: dict[str, Any] = dict(_HF_DEFAULTS[model_type])
-        values.update(relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                      dropout_rate=0.1, layer_norm_epsilon=1e-6, pad_token_id=0, eos_token_id=1)
-        names = {field.name for field in dataclasses.fields(cls)}
-        for key, value in config.items():
-            if key in names and value is not None:
-                values[key] = value
-        values["model_type"] = model_type
-        # transformers treats an absent flag as tied (and T5 v1.0 hub configs omit it).
-        values["tie_word_embeddings"] = config.get("tie_word_embeddings", True) is not False
-        eos = values["eos_token_id"]
-        if isinstance(eos, (list, tuple)):
-            if not eos:
-                raise ValueError("config: eos_token_id is an empty list")
-            values["eos_token_id"] = eos[0]
-        if "scale_decoder_outputs" not in config or config["scale_decoder_outputs"] is None:
-            values["scale_decoder_outputs"] = (
-                model_type != "mt5" and config.get("tie_word_embeddings", True) is not False)
-        return cls(**values)
+            source = os.path.join(path, "config.json") if os.path.isdir(path) else path
+            config = read_config_json(source)
+        try:
+            return cls(**_hf_values(cls, config))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{source}: {error}") from None
 
     def to_hf(self) -> dict[str, Any]:
         """A ``config.json`` dict that transformers loads into the same model."""
@@ -188,6 +190,37 @@ class MT5Config:
         if key not in PRESETS:
             raise ValueError(f"name: unknown preset {name!r}; known: {sorted(PRESETS)}")
         return cls(**PRESETS[key])
+
+
+def _hf_values(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments a transformers config dict means."""
+    model_type = config.get("model_type", "t5")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    values: dict[str, Any] = dict(_HF_DEFAULTS[model_type])
+    values.update(relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                  dropout_rate=0.1, layer_norm_epsilon=1e-6, pad_token_id=0, eos_token_id=1)
+    names = {field.name for field in dataclasses.fields(cls)}
+    for key, value in config.items():
+        if key in names and value is not None:
+            values[key] = value
+    values["model_type"] = model_type
+    # transformers treats an absent flag as tied (and T5 v1.0 hub configs omit it).
+    tied = config.get("tie_word_embeddings", True) is not False
+    values["tie_word_embeddings"] = tied
+    eos = values["eos_token_id"]
+    if isinstance(eos, (list, tuple)):
+        if not eos:
+            raise ValueError("eos_token_id is an empty list")
+        values["eos_token_id"] = eos[0]
+    stored = config.get("scale_decoder_outputs")
+    if model_type == "mt5":
+        values["scale_decoder_outputs"] = False  # MT5ForConditionalGeneration never reads the flag
+    elif stored is None:
+        values["scale_decoder_outputs"] = tied
+    else:
+        values["scale_decoder_outputs"] = bool(stored)  # transformers tests it with a plain ``if``
+    return values
 
 
 def read_config_json(file: str) -> dict[str, Any]:

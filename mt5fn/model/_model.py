@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..functional import (causal_bias, decoder_block, dropout, encoder_block, fused_loss_applies, linear,
                           linear_cross_entropy, linear_form, padding_bias, rms_norm, self_attention_bias)
+from . import _preflight as preflight
 from . import _validate as check
 from ._config import MT5Config
 
@@ -129,9 +130,10 @@ def encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tens
     """Encoder output. input_ids: (B, S) -> (B, S, d_model)."""
     check.check_config(cfg)
     check.check_params(params, cfg)
-    check.check_ids("input_ids", input_ids, cfg)
+    check.check_ids("input_ids", input_ids, cfg, device=check.params_device(params))
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
     rate = check.check_dropout(dropout_rate)
+    preflight.check_encode(params, cfg, input_ids, attention_mask)
     return _encode(params, cfg, input_ids, attention_mask, rate, generator)
 
 
@@ -145,13 +147,14 @@ def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidd
     """
     check.check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("decoder_input_ids", decoder_input_ids, cfg)
-    check.check_hidden("encoder_hidden", encoder_hidden, cfg)
+    check.check_ids("decoder_input_ids", decoder_input_ids, cfg, device=check.params_device(params))
+    check.check_hidden("encoder_hidden", encoder_hidden, cfg, params)
     check.check_same_batch("decoder_input_ids", decoder_input_ids, encoder_hidden, "encoder_hidden")
     if attention_mask is not None:
         check.check_mask("attention_mask", attention_mask, encoder_hidden[..., 0], "encoder_hidden[..., 0]")
     check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
     rate = check.check_dropout(dropout_rate)
+    preflight.check_decode(params, cfg, decoder_input_ids, encoder_hidden.shape[1])
     return _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
                    rate, generator)
 
@@ -159,7 +162,7 @@ def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidd
 def _check_pair(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None) -> None:
     check.check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("input_ids", input_ids, cfg)
+    check.check_ids("input_ids", input_ids, cfg, device=check.params_device(params))
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
 
 
@@ -173,11 +176,13 @@ def forward(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input_ids: 
     checkpointing): same values and gradients, far less memory held for the backward.
     """
     _check_pair(params, cfg, input_ids, attention_mask)
-    check.check_ids("decoder_input_ids", decoder_input_ids, cfg)
+    check.check_ids("decoder_input_ids", decoder_input_ids, cfg, device=check.params_device(params))
     check.check_same_batch("decoder_input_ids", decoder_input_ids, input_ids, "input_ids")
     check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
     rate = check.check_dropout(dropout_rate)
     check.check_bool("checkpoint_blocks", checkpoint_blocks)
+    preflight.check_seq2seq(params, cfg, input_ids, decoder_input_ids, attention_mask, call="forward",
+                            decoder_name="decoder_input_ids", logits="full", checkpointed=checkpoint_blocks)
     source, target = _embed_pair(params, input_ids, decoder_input_ids)
     encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source, checkpoint_blocks)
     hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
@@ -209,20 +214,23 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     ``checkpoint_blocks=True``: activation checkpointing, as in ``forward``.
     """
     _check_pair(params, cfg, input_ids, attention_mask)
-    check.check_ids("labels", labels, cfg, allow_ignore=True)
+    check.check_ids("labels", labels, cfg, allow_ignore=True, device=check.params_device(params))
     check.check_same_batch("labels", labels, input_ids, "input_ids")
     check.check_mask("decoder_attention_mask", decoder_attention_mask, labels, "labels")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     rate = check.check_dropout(dropout_rate)
     check.check_bool("checkpoint_blocks", checkpoint_blocks)
+    head = params.get("lm_head", params["shared"])  # (V, d)
+    fused = fused_loss_applies() and linear_form(head) == "dense"
+    preflight.check_seq2seq(params, cfg, input_ids, labels, attention_mask, call="loss", decoder_name="labels",
+                            logits="fused" if fused else "loss", checkpointed=checkpoint_blocks)
     decoder_input_ids = shift_right(labels, cfg)
     source, target = _embed_pair(params, input_ids, decoder_input_ids)
     encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source, checkpoint_blocks)
     hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask,
                      decoder_attention_mask, rate, generator, target, checkpoint_blocks)
-    head = params.get("lm_head", params["shared"])  # (V, d)
-    if fused_loss_applies() and linear_form(head) == "dense":
+    if fused:
         # same value, without holding (B*T, V) logits, log-probs and their gradients at once
         if cfg.scale_decoder_outputs:
             hidden = hidden * (cfg.d_model ** -0.5)

@@ -30,7 +30,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
+from . import _preflight as preflight
 from ._config import MT5Config
+from ._validate import check_device, check_seed
 
 
 def init_params(cfg: MT5Config, seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -46,6 +48,9 @@ def init_params(cfg: MT5Config, seed: int = 0, dtype: torch.dtype = torch.float3
         raise TypeError(f"cfg must be an MT5Config, got {type(cfg).__name__}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    check_seed("seed", seed)
+    device = check_device("device", device)
+    preflight.check_init(cfg, dtype, device)
     generator = torch.Generator().manual_seed(seed)
 
     def normal(*shape: int, std: float) -> Tensor:
