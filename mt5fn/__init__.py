@@ -13,7 +13,7 @@ pytree, model functions, module facade, boundary checks), ``decoding``
 ``training``, ``cli`` and ``demo``. The names below are the public API.
 """
 
-from . import data, functional, training
+from . import data, functional, lora, training
 from .checkpoint import from_hf_state_dict, load_pretrained, save_pretrained, to_hf_state_dict
 from .decoding import DecodeCache, GenerationConfig, decode_step, generate, init_cache, prepare_decoding
 from .model import (MT5Config, MT5Module, decode, encode, flatten_params, forward, init_params, lm_logits, loss,
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict",
-    "data", "functional", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
+    "data", "functional", "lora", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
     "DecodeCache", "GenerationConfig", "decode_step", "generate", "init_cache", "prepare_decoding",
     "to_hf_state_dict", "tree_map", "unflatten_params",
     "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer",
