@@ -1,45 +1,87 @@
-"""Generation speed: mt5fn against transformers and CTranslate2 on the mt5-small shape.
+"""Generation speed: mt5fn in fp32 / bf16 / int8 against transformers and CTranslate2, side by side.
 
     python benchmarks/generate.py [--runs 5] [--threads N] [--cases greedy1,greedy8,beam4]
+                                  [--engines mt5fn,mt5fn-held,...] [--previous PATH/TO/python]
+    python benchmarks/generate.py --long          # one 4096-token input: generate 1 token vs encode
 
 Random weights of the mt5-small shape (vocab 250112, d_model 512, 8 + 8
-layers, 6 heads, d_ff 1024, untied head), float32 on the CPU, the same thread
-count for every engine. Each case encodes 32 source tokens per row and
-generates exactly 32 new tokens (EOS is banned until then:
-``min_new_tokens=32``), and reports the median wall time of ``--runs`` runs
-after one warm-up run (the warm-up is where mt5fn prepares its fused weight
-copies and CTranslate2 loads its model; it is printed separately):
+layers, 6 heads, d_ff 1024, untied head) on the CPU, the same thread count
+for every engine. Each case encodes 32 source tokens per row and generates
+exactly 32 new tokens (EOS is banned until then: ``min_new_tokens=32``):
+greedy batch 1, greedy batch 8, beam search with 4 beams at batch 1.
 
-* greedy, batch 1;  greedy, batch 8;  beam search with 4 beams, batch 1.
+Engines (all in this process; ``--previous`` adds one in another):
 
-The floor is the weight-streaming bound of a decoding step: the bytes a step
-must read (decoder blocks without the cross-attention K/V projections, which
-run once per input, plus the LM head) divided by the best memory read
-bandwidth measured here, times 32 steps.
+* ``mt5fn`` -- ``generate`` on the plain float32 pytree: every call prepares
+  its decoding layout (the per-call overhead is ``mt5fn`` minus ``mt5fn-held``);
+* ``mt5fn-held`` -- on a ``prepare_decoding`` tree made once for the case's rows;
+* ``mt5fn-bf16`` / ``mt5fn-int8`` -- held trees of the bf16-cast weights and of
+  ``mt5fn.quantize(params, cfg, "int8")``;
+* ``transformers`` / ``transformers-bf16`` -- its ``generate`` on the same
+  checkpoint in float32 and in bfloat16 (``torch_dtype``);
+* ``ct2`` / ``ct2-int8`` -- CTranslate2 (optional: ``pip install ctranslate2``)
+  converted from the same checkpoint, ``compute_type`` float32 and int8;
+* ``previous`` -- ``--previous PYTHON``: the mt5fn installed for that
+  interpreter (e.g. the last release in a second venv), plain params, driven
+  as a subprocess that times its own calls.
 
-CTranslate2 is optional (``pip install ctranslate2``); it is converted from the
-same saved checkpoint with its ``TransformersConverter`` (a stand-in
-vocabulary of token strings replaces the tokenizer a random model lacks).
-The machine may be shared: the script prints the load average before and
-after, and the medians are only as quiet as the machine was.
+Timing is interleaved: each run calls every engine once in turn, after one
+warm-up call each; the table shows medians. The floor is the weight-streaming
+bound of a decoding step (decoder blocks without the cross K/V projections,
+plus the head) at the best read bandwidth measured here, per dtype.
+The machine may be shared: the load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import torch
 
 import mt5fn
 
-SOURCE_LENGTH, NEW_TOKENS = 32, 32
+SOURCE_LENGTH, NEW_TOKENS, LONG_LENGTH = 32, 32, 4096
 CASES = {"greedy1": dict(batch=1, num_beams=1), "greedy8": dict(batch=8, num_beams=1),
          "beam4": dict(batch=1, num_beams=4)}
+ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-bf16", "mt5fn-int8", "transformers", "transformers-bf16", "ct2",
+           "ct2-int8")
+BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+
+# The driver of --previous: reads "batch beams" lines, answers the seconds one generate call took.
+_WORKER = r"""
+import sys, time, torch, mt5fn
+torch.set_num_threads(int(sys.argv[1]))
+cfg = mt5fn.MT5Config.preset("mt5-small").replace(tie_word_embeddings=False, dropout_rate=0.0)
+params = mt5fn.init_params(cfg, seed=0)
+sources = torch.randint(3, cfg.vocab_size, (8, int(sys.argv[2])), generator=torch.Generator().manual_seed(0))
+print("ready", mt5fn.__file__, flush=True)
+for line in sys.stdin:
+    batch, beams = map(int, line.split())
+    start = time.perf_counter()
+    out = mt5fn.generate(params, cfg, sources[:batch], max_new_tokens=int(sys.argv[3]),
+                         min_new_tokens=int(sys.argv[3]), num_beams=beams)
+    print(time.perf_counter() - start, " ".join(map(str, out[0, 1:].tolist())), flush=True)
+"""
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def mt5_small_random() -> tuple[mt5fn.MT5Config, dict]:
@@ -47,35 +89,31 @@ def mt5_small_random() -> tuple[mt5fn.MT5Config, dict]:
     return cfg, mt5fn.init_params(cfg, seed=0)
 
 
-def bandwidth_gb_s(threads: int) -> dict[str, float]:
-    """Read bandwidth of a 512 MiB buffer by a few streaming kernels (best of 5 each)."""
-    buffer = torch.ones(128 * 1024 * 1024)  # 512 MiB, touched
-    matrix = buffer.view(-1, 512)
-    vector = torch.ones(matrix.shape[0])
-    kernels = {"sum": lambda: buffer.sum(), "gemv x@W": lambda: vector[None, :] @ matrix,
-               "max": lambda: buffer.max()}
-    out = {}
-    for name, kernel in kernels.items():
-        kernel()
-        best = min(_time(kernel) for _ in range(5))
-        out[name] = buffer.numel() * 4 / best / 1e9
-    return out
-
-
-def _time(fn) -> float:
+def _time(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def step_bytes(params: dict) -> int:
-    """Bytes one decoding step reads: decoder blocks (minus cross K/V), final norm, head."""
+def bandwidth_gb_s() -> float:
+    """Best read bandwidth of a 512 MiB buffer over a few streaming kernels (best of 5 each)."""
+    buffer = torch.ones(128 * 1024 * 1024)  # 512 MiB, touched
+    matrix, vector = buffer.view(-1, 512), torch.ones(128 * 1024 * 1024 // 512)
+    best = 0.0
+    for kernel in (lambda: buffer.sum(), lambda: vector[None, :] @ matrix, lambda: buffer.max()):
+        kernel()
+        best = max(best, buffer.numel() * 4 / min(_time(kernel) for _ in range(5)) / 1e9)
+    return best
+
+
+def step_elements(params: dict) -> int:
+    """Weights one decoding step reads: decoder blocks (minus cross K/V, once per input), final norm, head."""
     total = params["lm_head"].numel() + params["decoder"]["final_norm"].numel()
     for block in params["decoder"]["blocks"]:
         for name, leaf in mt5fn.flatten_params(block).items():
             if name not in ("cross_attn.k", "cross_attn.v"):
                 total += leaf.numel()
-    return total * 4
+    return total
 
 
 class _Vocabulary:
@@ -104,16 +142,176 @@ def convert_ctranslate2(checkpoint: str, out_dir: str, vocab_size: int):
     return ctranslate2
 
 
-def run_case(name: str, engines: dict, runs: int, inputs: dict) -> dict[str, tuple[float, float]]:
-    """{engine: (warm-up seconds, median seconds)} for one case."""
-    results = {}
-    for engine, fn in engines.items():
-        warm = _time(lambda: fn(**inputs))
-        times = [_time(lambda: fn(**inputs)) for _ in range(runs)]
-        results[engine] = (warm, statistics.median(times))
-        print(f"  {name:8s} {engine:12s} warm-up {warm:7.2f} s   median {results[engine][1]:7.2f} s   "
-              f"runs {', '.join(f'{t:.2f}' for t in times)}", flush=True)
-    return results
+class Previous:
+    """Another interpreter's mt5fn, driven line by line; each call returns (seconds, first row's ids)."""
+
+    def __init__(self, python: str, threads: int) -> None:
+        # Outside this checkout and without PYTHONPATH, so the interpreter imports its own mt5fn.
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        self.process = subprocess.Popen([python, "-c", _WORKER, str(threads), str(SOURCE_LENGTH), str(NEW_TOKENS)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        cwd=tempfile.gettempdir(), env=env)
+        ready = self.process.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            raise RuntimeError(f"--previous {python}: the worker did not start")
+        self.where = ready[1]
+
+    def __call__(self, batch: int, num_beams: int) -> tuple[float, list[int]]:
+        self.process.stdin.write(f"{batch} {num_beams}\n")
+        self.process.stdin.flush()
+        seconds, *ids = self.process.stdout.readline().split()
+        return float(seconds), [int(i) for i in ids]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tensor, tmp: str) -> dict:
+    """{name: fn(batch, num_beams) -> first row's generated ids}; timed from outside unless it returns
+    (seconds, ids) itself (the --previous worker)."""
+    wanted = set(args.engines.split(","))
+    engines: dict[str, Callable] = {}
+    prepared: dict[tuple[str, int], dict] = {}
+    trees = {"mt5fn-held": lambda: params,
+             "mt5fn-bf16": lambda: mt5fn.tree_map(lambda t: t.to(torch.bfloat16), params),
+             "mt5fn-int8": lambda: mt5fn.quantize(params, cfg, "int8")}
+    made = {name: make() for name, make in trees.items() if name in wanted}
+
+    def mt5fn_engine(name: str | None) -> Callable:
+        def run(batch: int, num_beams: int) -> list[int]:
+            tree = params
+            if name is not None:
+                key = (name, batch * num_beams)
+                if key not in prepared:  # made once per case, outside the timed calls (the warm-up)
+                    prepared[key] = mt5fn.prepare_decoding(made[name], cfg, rows=batch * num_beams)
+                tree = prepared[key]
+            out = mt5fn.generate(tree, cfg, sources[:batch], max_new_tokens=NEW_TOKENS,
+                                 min_new_tokens=NEW_TOKENS, num_beams=num_beams)
+            return out[0, 1:].tolist()
+        return run
+
+    if "mt5fn" in wanted:
+        engines["mt5fn"] = mt5fn_engine(None)
+    for name in made:
+        engines[name] = mt5fn_engine(name)
+
+    checkpoint = os.path.join(tmp, "hf")
+    hf_wanted = {"transformers", "transformers-bf16", "ct2", "ct2-int8"} & wanted
+    if hf_wanted:
+        mt5fn.save_pretrained(params, cfg, checkpoint)
+    for name, dtype in (("transformers", torch.float32), ("transformers-bf16", torch.bfloat16)):
+        if name not in wanted:
+            continue
+        import transformers
+
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(checkpoint, dtype=dtype).eval()
+        print(f"{name}: transformers {transformers.__version__}, {dtype}, "
+              f"{model.config._attn_implementation} attention")
+
+        def run_hf(batch: int, num_beams: int, model=model) -> list[int]:
+            with torch.inference_mode():
+                out = model.generate(input_ids=sources[:batch], max_new_tokens=NEW_TOKENS,
+                                     min_new_tokens=NEW_TOKENS, num_beams=num_beams, do_sample=False)
+            return out[0, 1:].tolist()
+
+        engines[name] = run_hf
+    if {"ct2", "ct2-int8"} & wanted:
+        try:
+            ctranslate2 = convert_ctranslate2(checkpoint, os.path.join(tmp, "ct2"), cfg.vocab_size)
+        except ImportError:
+            print("ctranslate2 not installed: skipped (pip install ctranslate2)")
+        else:
+            vocabulary = _Vocabulary(cfg.vocab_size).tokens
+            for name, compute in (("ct2", "float32"), ("ct2-int8", "int8")):
+                if name not in wanted:
+                    continue
+                translator = ctranslate2.Translator(os.path.join(tmp, "ct2"), device="cpu", compute_type=compute,
+                                                    intra_threads=args.threads, inter_threads=1)
+                print(f"{name}: ctranslate2 {ctranslate2.__version__}, compute_type {compute}")
+
+                def run_ct2(batch: int, num_beams: int, translator=translator) -> list[int]:
+                    tokens = [[vocabulary[i] for i in row] for row in sources[:batch].tolist()]
+                    result = translator.translate_batch(tokens, beam_size=num_beams, max_decoding_length=NEW_TOKENS,
+                                                        min_decoding_length=NEW_TOKENS)
+                    return [int(t[1:]) if t.startswith("t") else -1 for t in result[0].hypotheses[0]]
+
+                engines[name] = run_ct2
+    if args.previous:
+        engines["previous"] = Previous(args.previous, args.threads)
+        print(f"previous: {args.previous} -> {engines['previous'].where}")
+    return engines
+
+
+def _call(fn: Callable, case: dict) -> tuple[float, list[int]]:
+    if isinstance(fn, Previous):
+        return fn(**case)
+    start = time.perf_counter()
+    ids = fn(**case)
+    return time.perf_counter() - start, ids
+
+
+def run_cases(engines: dict, cases: list[str], runs: int) -> dict[str, dict[str, dict]]:
+    """{case: {engine: {"warm": s, "median": s, "runs": [...], "ids": first row}}}, interleaved."""
+    table: dict[str, dict[str, dict]] = {}
+    for case in cases:
+        spec, row = CASES[case], {}
+        for name, fn in engines.items():  # warm-up: prepared trees, converted models, caches
+            warm, ids = _call(fn, spec)
+            row[name] = {"warm": warm, "runs": [], "ids": ids}
+        for _ in range(runs):
+            for name, fn in engines.items():
+                row[name]["runs"].append(_call(fn, spec)[0])
+        for name, result in row.items():
+            result["median"] = statistics.median(result["runs"])
+            print(f"  {case:8s} {name:18s} warm-up {result['warm']:6.2f} s  median {result['median']:6.3f} s  "
+                  f"runs {', '.join(f'{t:.2f}' for t in result['runs'])}", flush=True)
+        table[case] = row
+    return table
+
+
+def print_table(table: dict, engines: list[str], floors: dict[str, float]) -> None:
+    base = "mt5fn-held" if "mt5fn-held" in engines else engines[0]
+    print("\n| case | " + " | ".join(f"{n} (s)" for n in engines) + f" | per-call prepare (s) |")
+    print("|---" * (len(engines) + 2) + "|")
+    for case, row in table.items():
+        cells = [f"{row[n]['median']:.3f}" for n in engines]
+        overhead = (f"{row['mt5fn']['median'] - row['mt5fn-held']['median']:+.3f}"
+                    if {"mt5fn", "mt5fn-held"} <= set(row) else "-")
+        print(f"| {case} | " + " | ".join(cells) + f" | {overhead} |")
+    print(f"\nratios to {base} (lower is faster for mt5fn):")
+    pairs = [("mt5fn-held", "previous"), ("mt5fn-held", "ct2"), ("mt5fn-held", "transformers"),
+             ("mt5fn-int8", "ct2-int8"), ("mt5fn-bf16", "transformers-bf16"), ("mt5fn-bf16", "mt5fn-held"),
+             ("mt5fn-int8", "mt5fn-held")]
+    for case, row in table.items():
+        parts = [f"{a}/{b} {row[a]['median'] / row[b]['median']:.2f}x" for a, b in pairs if a in row and b in row]
+        print(f"  {case}: " + ", ".join(parts))
+    print("floor per 32 tokens (one row's weights streamed per step): " +
+          ", ".join(f"{k} {v * NEW_TOKENS:.2f} s" for k, v in floors.items()))
+
+
+def long_case(cfg: mt5fn.MT5Config, params: dict, runs: int) -> None:
+    """One 4096-token input: ``generate`` of one new token against ``encode`` alone (interleaved)."""
+    ids = torch.randint(3, cfg.vocab_size, (1, LONG_LENGTH), generator=torch.Generator().manual_seed(1))
+    held = mt5fn.prepare_decoding(params, cfg, rows=1)
+
+    def encode():
+        with torch.inference_mode():
+            return mt5fn.encode(params, cfg, ids)
+
+    def generate():
+        return mt5fn.generate(held, cfg, ids, max_new_tokens=1)
+
+    encode(), generate()
+    times: dict[str, list[float]] = {"encode": [], "generate 1 token": []}
+    for _ in range(runs):
+        times["encode"].append(_time(encode))
+        times["generate 1 token"].append(_time(generate))
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    for name, value in medians.items():
+        print(f"  long {name:18s} median {value:6.2f} s  runs {', '.join(f'{t:.2f}' for t in times[name])}")
+    print(f"| {LONG_LENGTH}-token input | encode {medians['encode']:.2f} s | generate 1 token "
+          f"{medians['generate 1 token']:.2f} s | ratio {medians['generate 1 token'] / medians['encode']:.2f}x |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,90 +319,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--no-ctranslate2", action="store_true")
-    parser.add_argument("--no-transformers", action="store_true")
+    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma list of {', '.join(ENGINES)}")
+    parser.add_argument("--previous", metavar="PYTHON", help="an interpreter with another mt5fn installed")
+    parser.add_argument("--long", action="store_true", help="only the 4096-token input case")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    unknown = set(args.engines.split(",")) - set(ENGINES)
+    bad_cases = set(args.cases.split(",")) - set(CASES)
+    if unknown or bad_cases or args.runs < 1 or args.threads < 1:
+        parser.error(f"unknown engines {sorted(unknown)} / cases {sorted(bad_cases)}, or --runs/--threads < 1")
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()}", flush=True)
+    print(f"{cpu_name()}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+          f"{args.threads} threads, load average {os.getloadavg()}", flush=True)
 
     cfg, params = mt5_small_random()
-    generator = torch.Generator().manual_seed(0)
-    sources = torch.randint(3, cfg.vocab_size, (8, SOURCE_LENGTH), generator=generator)
-
-    def run_mt5fn(batch: int, num_beams: int):
-        return mt5fn.generate(params, cfg, sources[:batch], max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                              num_beams=num_beams)
-
-    engines = {"mt5fn": run_mt5fn}
-    tmp = tempfile.TemporaryDirectory(prefix="mt5fn-bench-")
-    checkpoint = os.path.join(tmp.name, "hf")
-    if not (args.no_transformers and args.no_ctranslate2):
-        mt5fn.save_pretrained(params, cfg, checkpoint)
-    if not args.no_transformers:
-        import transformers
-
-        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(checkpoint).eval()
-        print(f"transformers {transformers.__version__} ({model.config._attn_implementation} attention)")
-
-        def run_transformers(batch: int, num_beams: int):
-            with torch.inference_mode():
-                return model.generate(input_ids=sources[:batch], max_new_tokens=NEW_TOKENS,
-                                      min_new_tokens=NEW_TOKENS, num_beams=num_beams, do_sample=False)
-
-        engines["transformers"] = run_transformers
-    if not args.no_ctranslate2:
-        try:
-            ctranslate2 = convert_ctranslate2(checkpoint, os.path.join(tmp.name, "ct2"), cfg.vocab_size)
-        except ImportError:
-            print("ctranslate2 not installed: skipped (pip install ctranslate2)")
-        else:
-            translator = ctranslate2.Translator(os.path.join(tmp.name, "ct2"), device="cpu",
-                                                compute_type="float32", intra_threads=args.threads,
-                                                inter_threads=1)
-            print(f"ctranslate2 {ctranslate2.__version__} (float32)")
-            vocabulary = _Vocabulary(cfg.vocab_size).tokens
-
-            def run_ctranslate2(batch: int, num_beams: int):
-                tokens = [[vocabulary[i] for i in row] for row in sources[:batch].tolist()]
-                return translator.translate_batch(tokens, beam_size=num_beams, max_decoding_length=NEW_TOKENS,
-                                                  min_decoding_length=NEW_TOKENS)
-
-            engines["ctranslate2"] = run_ctranslate2
-
-    # Same tokens from every engine (greedy, batch 1) before timing anything.
-    reference = run_mt5fn(1, 1)[0, 1:].tolist()
-    if "transformers" in engines:
-        same = engines["transformers"](1, 1)[0, 1:].tolist() == reference
-        print(f"transformers greedy ids equal mt5fn's: {same}")
-    if "ctranslate2" in engines:
-        hypothesis = engines["ctranslate2"](1, 1)[0].hypotheses[0]
-        same = [int(token[1:]) if token.startswith("t") else -1 for token in hypothesis] == reference
-        print(f"ctranslate2 greedy ids equal mt5fn's: {same} ({len(hypothesis)} tokens)")
-
-    bandwidth = bandwidth_gb_s(args.threads)
-    best_bandwidth = max(bandwidth.values())
-    per_step = step_bytes(params)
-    floor_token = per_step / (best_bandwidth * 1e9)
-    print("read bandwidth GB/s: " + ", ".join(f"{k} {v:.1f}" for k, v in bandwidth.items()))
-    print(f"step reads {per_step / 2**20:.0f} MiB -> floor {floor_token * 1e3:.1f} ms/token, "
-          f"{floor_token * NEW_TOKENS:.2f} s per {NEW_TOKENS} tokens (one row; more rows read the same weights)")
-
-    table = {}
-    for name in args.cases.split(","):
-        table[name] = run_case(name, engines, args.runs, CASES[name])
-
-    print(f"\nload average {os.getloadavg()}")
-    names = list(engines)
-    print("| case | " + " | ".join(f"{n} (s)" for n in names) + " | transformers / mt5fn | ctranslate2 / mt5fn "
-          "| mt5fn ms/token | floor ms/token | mt5fn / floor |")
-    print("|---" * (len(names) + 6) + "|")
-    for name, results in table.items():
-        ours = results["mt5fn"][1]
-        cells = [f"{results[n][1]:.2f}" for n in names]
-        ratio = lambda n: f"{results[n][1] / ours:.2f}x" if n in results else "-"  # noqa: E731
-        print(f"| {name} | " + " | ".join(cells) + f" | {ratio('transformers')} | {ratio('ctranslate2')} | "
-              f"{ours / NEW_TOKENS * 1e3:.1f} | {floor_token * 1e3:.1f} | {ours / NEW_TOKENS / floor_token:.2f}x |")
-    tmp.cleanup()
+    if args.long:
+        long_case(cfg, params, args.runs)
+        return 0
+    sources = torch.randint(3, cfg.vocab_size, (8, SOURCE_LENGTH), generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory(prefix="mt5fn-bench-") as tmp:
+        engines = build_engines(args, cfg, params, sources, tmp)
+        bandwidth = bandwidth_gb_s()
+        floors = {kind: step_elements(params) * size / (bandwidth * 1e9) for kind, size in BYTES.items()}
+        print(f"read bandwidth {bandwidth:.1f} GB/s; step floor ms/token: "
+              + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in floors.items()))
+        table = run_cases(engines, args.cases.split(","), args.runs)
+        reference = table[next(iter(table))].get("mt5fn", {}).get("ids")
+        for name, result in table[next(iter(table))].items():
+            if reference is not None:
+                print(f"{name}: first row's ids equal mt5fn fp32's: {result['ids'] == reference}")
+        if isinstance(engines.get("previous"), Previous):
+            engines["previous"].close()
+    print(f"load average {os.getloadavg()}")
+    print_table(table, list(engines), floors)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"cpu": cpu_name(), "threads": args.threads, "table": table}, handle, indent=1)
     return 0
 
 

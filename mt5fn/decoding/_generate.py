@@ -25,7 +25,7 @@ from ._beam_search import beam_loop
 from ._cache import build_cache, distance_bias, step_hidden
 from ._generation_config import GenerationConfig
 from ._logits_processors import Processing
-from ._prepare import is_prepared, prepare_decoding
+from ._prepare import is_prepared, one_call_min_numel, prepare_decoding
 from ._sampling import sample_loop
 from ._threads import intra_op_threads, loop_threads
 
@@ -108,7 +108,8 @@ def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mas
         with intra_op_threads(encoder_threads):
             encoder_hidden = encode(params, cfg, input_ids, attention_mask)  # (B, S, d)
         with intra_op_threads(step_threads):
-            weights = params if is_prepared(params) else prepare_decoding(params, cfg, rows=rows)
+            weights = params if is_prepared(params) else prepare_decoding(
+                params, cfg, rows=rows, min_numel=one_call_min_numel(rows, gc.max_new_tokens))
             cache = build_cache(weights, cfg, encoder_hidden, attention_mask, gc.max_new_tokens, repeat=repeat)
             distances = distance_bias(weights, cfg, gc.max_new_tokens)
 

@@ -10,10 +10,11 @@ holds weights, nothing is remembered between calls -- in which
 * each gated FFN's two input projections are one ``"wi_01"`` leaf ``(2 d_ff, d)``;
 * every block's cross-attention K and V is one ``decoder["cross_kv"]`` leaf
   ``(L 2 H d_kv, d)``: one product per input computes all of them;
-* each large matrix takes the weight-leaf form that measured fastest for the
-  step's row count (``relayout_linear``): column blocks of ``W.T`` for one
+* each large float matrix takes the weight-leaf form that measured fastest for
+  the step's row count (``relayout_linear``): column blocks of ``W.T`` for one
   row on the CPU, a oneDNN-blocked copy for several, the plain tensor on GPUs
-  and for small weights.
+  and for small weights. int8 forms (``mt5fn.quantize``) are fused but keep
+  their form: ``torch._weight_int8pack_mm`` reads them as they are.
 
 The block functions read every form through ``mt5fn.functional.linear``, so
 the prepared tree is accepted wherever ``params`` is, for inference
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ..functional import linear_form
-from ..functional._linear import COLUMNS
+from ..functional._linear import COLUMNS, INT8, SCALE
 from ..model import MT5Config
 
 # Below this many elements a weight stays as it is: it sits in cache, a copy buys nothing,
@@ -45,6 +46,19 @@ from ..model import MT5Config
 MIN_PREPARED_NUMEL = 1 << 16
 # Output columns per block of a one-row product (64 KiB of float32 output: cache-resident).
 OUTPUT_BLOCK = 16384
+
+
+# A re-laid-out copy costs about as much as this many products with the weight as it is (one pass
+# over it, measured ~10 for the mt5-small head); it pays off when a call runs more products than that,
+# times the rows they save time on. Below that, ``generate`` on plain params only fuses.
+_COPY_COST_IN_PRODUCTS = 24
+
+
+def one_call_min_numel(rows: int, steps: int) -> int:
+    """The ``min_numel`` with which ``generate`` prepares plain params for one call of ``steps`` steps
+    over ``rows`` rows: re-lay out the large weights when the call is long enough to pay the copies back,
+    else only fuse (every weight then keeps its form)."""
+    return MIN_PREPARED_NUMEL if rows * steps >= _COPY_COST_IN_PRODUCTS else 1 << 62
 
 
 def _onednn_ready(weight: Tensor) -> bool:
@@ -56,14 +70,17 @@ def relayout_linear(weight: Tensor, rows: int | None, *, min_numel: int = MIN_PR
                     block: int = OUTPUT_BLOCK) -> Any:
     """The weight-leaf form of ``weight`` (out, in) that is fastest for ``rows`` rows per product.
 
-    One row on the CPU: ``{"columns": [...]}`` (``W.T`` in ``block``-column
-    contiguous pieces). Several (or an unknown number, ``None``) on the CPU in
-    float32 / bfloat16: a oneDNN-blocked tensor. Otherwise, and below
-    ``min_numel`` elements: ``weight`` itself. Pure: ``weight`` is never modified.
+    One row on the CPU in float32 (and other non-bf16 dtypes): ``{"columns": [...]}``
+    (``W.T`` in ``block``-column contiguous pieces). bfloat16 on the CPU, and several
+    rows (or an unknown number, ``None``) in float32: a oneDNN-blocked tensor (for
+    bf16 at one row the AVX512-BF16 kernels beat both ``F.linear`` and column
+    blocks: 17.6 against 30.7 and 37.4 ms for the mt5-small head on a 2-core EPYC).
+    Otherwise (GPUs, no oneDNN), and below ``min_numel`` elements: ``weight``
+    itself. Pure: ``weight`` is never modified.
     """
     if linear_form(weight) != "dense" or weight.numel() < min_numel:
         return weight
-    if weight.device.type == "cpu" and rows == 1:
+    if weight.device.type == "cpu" and rows == 1 and weight.dtype != torch.bfloat16:
         return {COLUMNS: [piece.contiguous() for piece in weight.detach().t().split(block, dim=1)]}  # (in, <=block)
     if _onednn_ready(weight):
         try:
@@ -79,7 +96,14 @@ def is_prepared(params: dict) -> bool:
     return isinstance(decoder, dict) and "cross_kv" in decoder
 
 
-def _fuse(leaves: list[Tensor]) -> Tensor:
+def _fuse(leaves: list[Any]) -> Any:
+    """Stack projections along their outputs: dense tensors, or int8 forms (weights and scales)."""
+    if all(linear_form(leaf) == "int8" for leaf in leaves):
+        return {INT8: torch.cat([leaf[INT8] for leaf in leaves]), SCALE: torch.cat([leaf[SCALE] for leaf in leaves])}
+    forms = {linear_form(leaf) for leaf in leaves}
+    if forms != {"dense"}:
+        raise ValueError(f"params: cannot fuse projections of forms {sorted(map(str, forms))}; prepare_decoding "
+                         "takes float or mt5fn.quantize trees")
     return torch.cat([leaf.detach() for leaf in leaves])
 
 
