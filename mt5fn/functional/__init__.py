@@ -6,7 +6,7 @@ Every matrix product goes through ``linear``, which knows each weight-leaf form
 (``_linear``'s table).
 """
 
-from ._attention import KeyValueUpdate, attend, attention, attention_weights, project_key_value, split_heads
+from ._attention import KeyValueUpdate, Observer, attend, attention, attention_weights, project_key_value, split_heads
 from ._blocks import decoder_block, encoder_block
 from ._cross_entropy import IGNORE_INDEX, fused_loss_applies, linear_cross_entropy
 from ._dropout import clamp_half, dropout
@@ -17,7 +17,7 @@ from ._norm import rms_norm
 from ._position import position_bias, relative_position_bucket
 
 __all__ = [
-    "ACTIVATION_FUNCTIONS", "IGNORE_INDEX", "KeyValueUpdate", "attend", "attention", "attention_weights",
+    "ACTIVATION_FUNCTIONS", "IGNORE_INDEX", "KeyValueUpdate", "Observer", "attend", "attention", "attention_weights",
     "causal_bias", "clamp_half", "decoder_block", "dropout", "encoder_block", "feed_forward", "fused_loss_applies", "linear", "linear_cross_entropy",
     "linear_dtype", "linear_form", "linear_shape", "padding_bias", "position_bias", "project_key_value",
     "relative_position_bucket", "rms_norm", "self_attention_bias", "split_heads",

@@ -33,6 +33,8 @@ from ._transforms import under_batching_or_forward_ad
 # (this step's keys, values) (B, H, T, d_kv) -> the keys and values to attend over (B, H, Tk, d_kv):
 # how a decoding cache enters a block (it writes the new ones into its slots).
 KeyValueUpdate = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+# (what, tensor) -> None: receives intermediate values (``mt5fn.intermediates``); see ``attention``.
+Observer = Callable[[str, Tensor], None]
 
 
 def _bias_needs_grad(bias: Tensor | None) -> bool:
@@ -92,7 +94,8 @@ def attention(p: dict, hidden: Tensor, key_value_states: Tensor | None = None,
               bias: Tensor | None = None, *, num_heads: int, dropout_rate: float = 0.0,
               generator: torch.Generator | None = None,
               key_value: tuple[Tensor, Tensor] | None = None,
-              update_key_value: KeyValueUpdate | None = None) -> Tensor:
+              update_key_value: KeyValueUpdate | None = None,
+              observe: Callable[[Tensor], None] | None = None) -> Tensor:
     """One attention sublayer (without its norm and residual).
 
     p: {"q", "k", "v": (H*d_kv, d), "o": (d, H*d_kv)} or {"qkv", "o"}; hidden: (B, T, d).
@@ -101,10 +104,18 @@ def attention(p: dict, hidden: Tensor, key_value_states: Tensor | None = None,
     ``update_key_value`` receives this call's keys and values and returns the
     ones to attend over (a decoding cache: written into their slots, earlier
     ones prepended). bias: additive, broadcastable to (B, H, T, S). Returns (B, T, d).
+    ``observe`` receives the attention probabilities (B, H, T, Tk) after the
+    softmax, before dropout; the call then takes the plain-softmax path (the
+    same function), and without it nothing changes.
     """
     query, key, value = _project(p, hidden, key_value_states, key_value, num_heads)
     if update_key_value is not None:
         key, value = update_key_value(key, value)  # (B, H, Tk, d_kv)
-    context = attend(query, key, value, bias, dropout_rate=dropout_rate, generator=generator)
+    if observe is not None:
+        weights = attention_weights(query, key, bias)  # (B, H, T, Tk)
+        observe(weights)
+        context = dropout(weights, dropout_rate, generator) @ value  # (B, H, T, d_kv)
+    else:
+        context = attend(query, key, value, bias, dropout_rate=dropout_rate, generator=generator)
     context = rearrange(context, "b h t d -> b t (h d)")  # (B, T, H*d_kv)
     return linear(context, p["o"])  # (B, T, d)

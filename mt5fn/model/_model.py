@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..functional import (causal_bias, decoder_block, dropout, encoder_block, fused_loss_applies, linear,
+from ..functional import (Observer, causal_bias, decoder_block, dropout, encoder_block, fused_loss_applies, linear,
                           linear_cross_entropy, linear_form, padding_bias, rms_norm, self_attention_bias)
 from . import _preflight as preflight
 from . import _validate as check
@@ -64,10 +64,14 @@ def _checkpointed(block_fn: Callable[..., Tensor], generator: torch.Generator | 
 
 def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
             rate: float, generator: torch.Generator | None, embedded: Tensor | None = None,
-            checkpoint_blocks: bool = False) -> Tensor:
+            checkpoint_blocks: bool = False, observe: Observer | None = None) -> Tensor:
+    """``observe`` (``intermediates``): ``("hidden", x)`` for the embedding output and each block's
+    output, and the blocks' attention probabilities."""
     stack = params["encoder"]
     embedded = _embed(params, input_ids) if embedded is None else embedded
     hidden = dropout(embedded, rate, generator)  # (B, S, d)
+    if observe is not None:
+        observe("hidden", hidden)
     length = input_ids.shape[1]
     mask_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
 
@@ -79,9 +83,11 @@ def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Ten
     for block in stack["blocks"]:
         bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
         def run(hidden: Tensor, bias: Tensor | None, block: dict = block) -> Tensor:
-            return encoder_block(block, cfg, hidden, bias, dropout_rate=rate, generator=generator)
+            return encoder_block(block, cfg, hidden, bias, dropout_rate=rate, generator=generator, observe=observe)
 
         hidden = (_checkpointed(run, generator) if checkpoint_blocks else run)(hidden, bias)
+        if observe is not None:
+            observe("hidden", hidden)
     hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
     return dropout(hidden, rate, generator)  # (B, S, d)
 
@@ -89,10 +95,12 @@ def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Ten
 def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidden: Tensor,
             attention_mask: Tensor | None, decoder_attention_mask: Tensor | None, rate: float,
             generator: torch.Generator | None, embedded: Tensor | None = None,
-            checkpoint_blocks: bool = False) -> Tensor:
+            checkpoint_blocks: bool = False, observe: Observer | None = None) -> Tensor:
     stack = params["decoder"]
     embedded = _embed(params, decoder_input_ids) if embedded is None else embedded
     hidden = dropout(embedded, rate, generator)  # (B, T, d)
+    if observe is not None:
+        observe("hidden", hidden)
     length = decoder_input_ids.shape[1]
     causal = causal_bias(length, decoder_attention_mask, hidden.dtype, hidden.device)  # (1 | B, 1, T, T)
     cross_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
@@ -106,9 +114,11 @@ def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hid
         bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
         def run(hidden: Tensor, bias: Tensor | None, encoder_hidden: Tensor, block: dict = block) -> Tensor:
             return decoder_block(block, cfg, hidden, bias, encoder_hidden, cross_bias,
-                                 dropout_rate=rate, generator=generator)
+                                 dropout_rate=rate, generator=generator, observe=observe)
 
         hidden = (_checkpointed(run, generator) if checkpoint_blocks else run)(hidden, bias, encoder_hidden)
+        if observe is not None:
+            observe("hidden", hidden)
     hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
     return dropout(hidden, rate, generator)  # (B, T, d)
 
