@@ -110,8 +110,10 @@ def test_dtype_that_cannot_hold_weights(ckpt, dtype):
         mt5fn.load_pretrained(ckpt, dtype=dtype)
 
 
-def test_path_is_a_file(ckpt):
-    expect(ckpt / "model.safetensors", NotADirectoryError, ckpt / "model.safetensors", "is a file")
+def test_path_is_a_file_that_holds_no_weights(ckpt):
+    expect(ckpt / "config.json", ValueError, ckpt / "config.json", "not a weights file")
+    (ckpt / "empty.safetensors").write_bytes(b"")
+    expect(ckpt / "empty.safetensors", ValueError, ckpt / "empty.safetensors", "not a readable safetensors file")
 
 
 def test_path_does_not_exist(tmp_path):

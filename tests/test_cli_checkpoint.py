@@ -29,7 +29,7 @@ def test_info_reports_config_counts_dtype_and_tying(tmp_path, capsys):
     assert f"{mt5fn.num_params(params['encoder']):,}" in out and f"{mt5fn.num_params(params['decoder']):,}" in out
     assert f"{mt5fn.num_params(params):,}" in out
     assert "dtype: float32" in out and "head: untied" in out
-    assert "tokenizer: spiece.model, vocab_size 400 (100 extra ids)" in out
+    assert "tokenizer: tokenizer.json, vocab_size 400 (100 extra ids)" in out
 
     tied = tiny("t5")
     mt5fn.save_pretrained(mt5fn.init_params(tied, dtype=torch.bfloat16), tied, tmp_path / "t", max_shard_size=2000)
@@ -68,7 +68,7 @@ def test_convert_errors_name_the_file_and_write_nothing(tmp_path, capsys, case):
     mt5fn.save_pretrained(mt5fn.init_params(cfg), cfg, src)
     args = ["convert", str(src), str(dst)]
     expected = {"missing_config": "config.json", "corrupt": "model.safetensors", "dst_is_file": "is a file",
-                "bad_shard_size": "max_shard_size", "src_is_file": "is a file"}[case]
+                "bad_shard_size": "max_shard_size", "src_is_file": "config.json: not a weights file"}[case]
     if case == "missing_config":
         os.remove(src / "config.json")
     elif case == "corrupt":

@@ -1,20 +1,53 @@
 """Crash-safe writes: a file or a whole directory appears complete or not at all.
 
-A directory is built in a temporary sibling (same filesystem, so ``rename`` is
-atomic), every file is fsynced, and only then swapped into place: the previous
-directory is renamed aside, the new one renamed in, and the old one deleted.
-If anything fails before the swap, the temporary directory is removed and the
-previous checkpoint at the target path is untouched.
+Files go through a temporary file beside them and one ``os.replace``.
+
+A directory ``D`` is replaced like this (Linux; every name lives in ``D``'s
+parent, so every rename is atomic):
+
+1. take an advisory lock, ``flock`` on ``.D.lock`` (concurrent writers to one
+   path run one after the other; the lock file is removed on release);
+2. finish what a killed writer left (see *recovery*), delete its leftovers;
+3. build the new version in ``.D.tmp-PID-XXXX``, fsync every file;
+4. rename it to ``.D.new-TOKEN``: from now on it is known to be complete;
+5. swap it with ``D`` in one step, ``renameat2(RENAME_EXCHANGE)``; the old
+   version now sits at ``.D.new-TOKEN``, is renamed ``.D.old-TOKEN`` and
+   deleted. Filesystems without the exchange (some network filesystems) get
+   two renames instead, ``D -> .D.old-TOKEN`` then ``.D.new-TOKEN -> D``.
+
+*Recovery*, run by the next save and by ``load_pretrained`` when ``D`` is
+missing: a kill between the two fallback renames leaves no ``D`` but a
+complete ``.D.new-TOKEN`` (and the old version at ``.D.old-TOKEN``); the new
+one is renamed into place (the old one if no new one survived). Every other
+``.D.tmp-*`` / ``.D.new-*`` / ``.D.old-*`` is a dead writer's and is deleted
+(under the lock no live writer can own one). So whatever moment a writer is
+killed at, ``D`` is afterwards the old or the new version, whole.
+
+A target that is a symbolic link is written *through*: the directory it points
+to is replaced and the link is left as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import os
+import re
 import shutil
 import tempfile
+import threading
 import uuid
 from typing import Callable, Iterator
+
+# Named moments of a directory save; tests kill a writer at each one (see ``_step``).
+STEPS = ("locked", "recovered", "written", "synced", "marked", "exchanged", "set-aside", "moved-aside",
+         "moved-in", "done")
+
+
+def _step(name: str) -> None:
+    """Called at each moment in ``STEPS``; a no-op that tests replace to inject a kill."""
 
 
 def _fsync_path(path: str, directory: bool = False) -> None:
@@ -63,8 +96,142 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# --------------------------------------------------------------------------- the swap
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
+    libc = _libc()
+    fn = getattr(libc, "renameat2", None) if libc is not None else None
+    if fn is None:
+        return False
+    result = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+        return False  # not supported by this kernel or filesystem: use the two-rename fallback
+    raise OSError(code, f"cannot swap {b!r} with its new version: {os.strerror(code)}")
+
+
+_LIBC: list = []
+
+
+def _libc():
+    if not _LIBC:
+        try:
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        except OSError:
+            _LIBC.append(None)
+    return _LIBC[0]
+
+
+# --------------------------------------------------------------------------- the lock
+_HELD: dict[str, int] = {}
+_HELD_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(target: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``.NAME.lock`` beside ``target``, removed again on release.
+
+    The file is unlinked while still locked; a waiter that then gets the lock
+    on the unlinked file notices that the path names another file (or none)
+    and tries again, so two writers never both hold it.
+    """
+    with _HELD_GUARD:
+        if _HELD.get(target) == threading.get_ident():
+            raise RuntimeError(f"path: {target!r} is already being written by this thread "
+                               "(a save nested in a save of the same directory)")
+    parent, name = os.path.split(target)
+    lock_path = os.path.join(parent, f".{name}.lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            mine = os.fstat(fd)
+            try:
+                now = os.stat(lock_path)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(fd)
+    with _HELD_GUARD:
+        _HELD[target] = threading.get_ident()
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            _HELD.pop(target, None)
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- recovery
+def _leftovers(target: str) -> list[tuple[str, str, str]]:
+    """``(kind, token, path)`` of the ``.NAME.{tmp,new,old}-*`` entries beside ``target``."""
+    parent, name = os.path.split(target)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(tmp|new|old)-(.+)$")
+    try:
+        entries = os.listdir(parent)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        match = pattern.match(entry)
+        if match and os.path.isdir(os.path.join(parent, entry)) and not os.path.islink(os.path.join(parent, entry)):
+            out.append((match.group(1), match.group(2), os.path.join(parent, entry)))
+    return out
+
+
+def _recover_locked(target: str) -> None:
+    """Finish an interrupted swap and delete dead writers' leftovers (the caller holds the lock)."""
+    found = _leftovers(target)
+    if not os.path.lexists(target):
+        news = {token: path for kind, token, path in found if kind == "new"}
+        olds = {token: path for kind, token, path in found if kind == "old"}
+        # A new version whose old twin exists is the one a killed swap was moving in.
+        pick = next((news[t] for t in news if t in olds), None)
+        if pick is None and news:
+            pick = max(news.values(), key=os.path.getmtime)
+        if pick is None and olds:
+            pick = max(olds.values(), key=os.path.getmtime)
+        if pick is not None:
+            os.rename(pick, target)
+            _fsync_path(os.path.dirname(target), directory=True)
+            found = [entry for entry in found if entry[2] != pick]
+    for _kind, _token, path in found:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def resolve_target(path: str | os.PathLike) -> str:
+    """The directory a save to ``path`` replaces: ``path`` itself, or where a symbolic link points."""
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def recover_directory(path: str | os.PathLike) -> None:
+    """Bring back the directory at ``path`` if a killed save left it only under a hidden name.
+
+    Cheap when ``path`` exists (nothing to do, no lock taken). Called by
+    ``load_pretrained``; every save does the same (and also deletes leftovers).
+    """
+    target = resolve_target(path)
+    if os.path.lexists(target) or not _leftovers(target):
+        return
+    with _locked(target):
+        _recover_locked(target)
+
+
+# --------------------------------------------------------------------------- directories
 def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link (cheap, leaves ``src`` intact) or copy when linking is impossible."""
+    """Hard-link (cheap, leaves ``src`` intact) or copy when linking is impossible; links stay links."""
     if os.path.islink(src):
         os.symlink(os.readlink(src), dst)
         return
@@ -76,14 +243,67 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _carry_over(old: str, new: str, keep: Callable[[str], bool]) -> None:
     """Bring the entries of ``old`` that ``keep`` accepts (and ``new`` lacks) into ``new``."""
+    temporary = re.compile(r"^\..+\.(tmp|new|old)-.+$|^\..+\.lock$")  # a killed atomic_write's leftovers
     for name in os.listdir(old):
         src, dst = os.path.join(old, name), os.path.join(new, name)
-        if not keep(name) or os.path.lexists(dst):
+        if not keep(name) or os.path.lexists(dst) or temporary.match(name):
             continue
         if os.path.isdir(src) and not os.path.islink(src):
             shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
         else:
             _link_or_copy(src, dst)
+
+
+def _commit(target: str, tmp: str) -> None:
+    """Put the complete directory ``tmp`` at ``target`` (steps 4-5 of the module docstring)."""
+    parent, name = os.path.split(target)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    new = os.path.join(parent, f".{name}.new-{token}")
+    old = os.path.join(parent, f".{name}.old-{token}")
+    os.rename(tmp, new)
+    _fsync_path(parent, directory=True)
+    _step("marked")
+    if not os.path.lexists(target):
+        try:
+            os.rename(new, target)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        _step("moved-in")
+    elif _swapped(new, target):
+        _step("exchanged")
+        _fsync_path(parent, directory=True)
+        try:  # ``new`` holds the previous version now; the save is done, the rest is tidying up
+            os.rename(new, old)
+        except OSError:
+            old = new  # deleted below under its name (or by the next save)
+        _step("set-aside")
+    else:
+        try:
+            os.rename(target, old)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        _step("moved-aside")
+        try:
+            os.rename(new, target)
+        except BaseException:
+            os.rename(old, target)
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        _step("moved-in")
+    _fsync_path(parent, directory=True)
+    shutil.rmtree(old, ignore_errors=True)
+    _step("done")
+
+
+def _swapped(new: str, target: str) -> bool:
+    """``_exchange``, removing ``new`` if the swap fails."""
+    try:
+        return _exchange(new, target)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -94,41 +314,39 @@ def atomic_directory(path: str | os.PathLike, keep: Callable[[str], bool] | None
     directory (hard links, so the old directory stays intact until the swap);
     the rest is dropped with the old directory. On error nothing at ``path``
     changes, the temporary directory is removed, and so are any parent
-    directories this call created.
+    directories this call created. A kill at any moment leaves the old or the
+    new version (see the module docstring); a symbolic link at ``path`` is
+    written through.
     """
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"path: {path!r} exists and is not a directory")
-    parent, name = os.path.split(path)
+    target = resolve_target(path)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise NotADirectoryError(f"path: {os.fspath(path)!r} exists and is not a directory")
+    parent = os.path.dirname(target)
     created: list[str] = []
     probe = parent
     while not os.path.exists(probe):
         created.append(probe)
         probe = os.path.dirname(probe)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
-        yield tmp
-        if keep is not None and os.path.isdir(path):
-            _carry_over(path, tmp, keep)
-        fsync_tree(tmp)
+        with _locked(target):
+            _step("locked")
+            _recover_locked(target)
+            _step("recovered")
+            tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-", dir=parent)
+            try:
+                yield tmp
+                _step("written")
+                if keep is not None and os.path.isdir(target):
+                    _carry_over(target, tmp, keep)
+                fsync_tree(tmp)
+                _step("synced")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            _commit(target, tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for directory in created:  # innermost first
+        for directory in created:  # innermost first; only if still empty
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
         raise
-    old = None
-    if os.path.isdir(path):
-        old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        if old is not None:
-            os.rename(old, path)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_path(parent, directory=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

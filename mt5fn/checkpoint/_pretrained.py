@@ -1,6 +1,6 @@
-"""Hugging Face checkpoint directories: ``load_pretrained`` and ``save_pretrained``.
+"""Hugging Face checkpoints and single weight files: ``load_pretrained`` and ``save_pretrained``.
 
-A checkpoint is a directory with ``config.json`` and weights in one of the
+A checkpoint directory holds ``config.json`` and weights in one of the
 layouts transformers writes, tried in this order:
 
 * ``model.safetensors``
@@ -8,15 +8,29 @@ layouts transformers writes, tried in this order:
 * ``pytorch_model.bin``
 * ``pytorch_model.bin.index.json`` + ``pytorch_model-0000i-of-0000n.bin`` shards
 
+Encoder-only checkpoints (transformers' ``T5EncoderModel``,
+``MT5EncoderModel``, ``UMT5EncoderModel``) load as a tree with ``shared`` and
+``encoder`` only; ``encoder_only=True`` loads that part of a full checkpoint
+without reading the decoder's bytes. A single ``.safetensors`` (or ``.bin``)
+file, as diffusion tools ship text encoders, loads too (``_single_file``),
+with its config given or inferred from the shapes (``_infer``); float8
+weights are dequantized (``_fp8``).
+
 safetensors is memory-mapped (no copy until a dtype or device change asks for
 one). ``.bin`` pickles are read only with ``torch.load(weights_only=True)``:
 a pickle that would build anything but tensors is refused, never executed.
+No file is read through a link that leaves the checkpoint (``_closed``).
 
-Saving writes ``config.json``, ``generation_config.json`` and safetensors
-(each tensor once: the embedding aliases and a tied head are dropped, as
-transformers 5 does), sharded above ``max_shard_size``. The write is atomic
-(see :mod:`mt5fn._atomic`): a failed save leaves the previous checkpoint at
-``path`` byte-identical.
+float16 follows transformers' ``_keep_in_fp32_modules = ["wo"]``: a model
+loaded (or saved) in float16 keeps every FFN output projection ``wo`` in
+float32, so T5 v1.1-style activations, which exceed float16's range in the
+FFN, do not overflow. Any other dtype is applied to every tensor.
+
+Saving writes ``config.json``, ``generation_config.json`` (full models) and
+safetensors (each tensor once: the embedding aliases and a tied head are
+dropped, as transformers 5 does), sharded above ``max_shard_size``. The write
+is crash-safe (``_atomic``): a failed or killed save leaves the previous
+checkpoint at ``path`` whole.
 
 Tying. transformers 5 forces ``tie_word_embeddings=True`` into every
 T5-family config, and at load time ties ``lm_head`` to ``shared`` only when
@@ -30,64 +44,75 @@ derive the output scaling from the tying flag).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
-import pickle
 import re
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from . import _fp8
 from . import _safetensors_io as st
-from ._atomic import atomic_directory
+from ._atomic import atomic_directory, recover_directory
+from ._closed import checked_path
+from ._hf_names import _same_tensor, has_decoder_names, has_encoder_names, match_names, to_hf_state_dict
+from ._infer import infer_config
+from ._single_file import hf_names
+from ._weights import Weights, open_directory, open_file, weights_layout
 from ..model._config import MT5Config, read_config_json
-from ._hf_names import from_hf_state_dict, to_hf_state_dict
-from ..model._params import flatten_params, tree_map
+from ..model._params import flatten_params, unflatten_params
 
 CONFIG_NAME = "config.json"
-BIN_NAME = "pytorch_model.bin"
-BIN_INDEX_NAME = "pytorch_model.bin.index.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
 _FLOAT_DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "float64": torch.float64, "double": torch.float64,
 }
+_SAVE_DTYPES = {**_FLOAT_DTYPES, "float8_e4m3fn": torch.float8_e4m3fn, "fp8": torch.float8_e4m3fn}
+ENCODER_CLASSES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 # Files a save rewrites; anything else in an existing target directory is kept.
 _WEIGHT_FILE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
 
 
-def resolve_dtype(dtype: Any, name: str = "dtype") -> torch.dtype | None:
+def resolve_dtype(dtype: Any, name: str = "dtype", table: dict[str, torch.dtype] = _FLOAT_DTYPES) -> torch.dtype | None:
     """``None`` or a floating dtype (``torch.bfloat16`` or ``"bfloat16"``); anything else is a ValueError."""
     if dtype is None:
         return None
     if isinstance(dtype, str):
         key = dtype.removeprefix("torch.").lower()
-        if key in _FLOAT_DTYPES:
-            return _FLOAT_DTYPES[key]
-    elif isinstance(dtype, torch.dtype) and dtype in _FLOAT_DTYPES.values():
+        if key in table:
+            return table[key]
+    elif isinstance(dtype, torch.dtype) and dtype in table.values():
         return dtype
-    raise ValueError(f"{name} must be a floating dtype that weights can be held in "
-                     f"(float32, bfloat16, float16, float64), got {dtype!r}")
+    names = ", ".join(sorted({str(d).removeprefix("torch.") for d in table.values()}))
+    raise ValueError(f"{name} must be a floating dtype that weights can be held in ({names}), got {dtype!r}")
+
+
+def is_wo(path: str) -> bool:
+    """The FFN output projections transformers keeps in float32 in a float16 model."""
+    return path.endswith(".mlp.wo")
 
 
 # --------------------------------------------------------------------------- load
-def _check_dir(path: Any, name: str = "path") -> str:
+def _check_path(path: Any) -> str:
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path to a checkpoint directory, got {type(path).__name__}")
+        raise TypeError(f"path must be a checkpoint directory or a weights file, got {type(path).__name__}")
     path = os.fspath(path)
+    if not os.path.lexists(path):
+        recover_directory(path)  # a save killed mid-swap left the directory under a hidden name
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{name}: no such directory {path!r}")
-    if not os.path.isdir(path):
-        raise NotADirectoryError(f"{name}: {path!r} is a file; expected a checkpoint directory "
-                                 f"holding {CONFIG_NAME} and weights")
+        raise FileNotFoundError(f"path: no such checkpoint directory or file {path!r}")
     return path
 
 
 def read_config(path: str) -> MT5Config:
     """``MT5Config`` from ``path/config.json``; errors name the file."""
-    file = os.path.join(path, CONFIG_NAME)
+    file = checked_path(path, CONFIG_NAME)
     config = read_config_json(file)
     try:
         return MT5Config.from_hf(config)
@@ -95,103 +120,187 @@ def read_config(path: str) -> MT5Config:
         raise ValueError(f"{file}: {error}") from None
 
 
-def _load_bin(file: str) -> dict[str, Tensor]:
-    """A ``.bin`` state dict through the weights-only unpickler (memory-mapped when the format allows)."""
-    def load(mmap: bool) -> Any:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+def _architectures(path: str) -> list[str]:
+    file = checked_path(path, CONFIG_NAME)
+    value = read_config_json(file).get("architectures")
+    return [a for a in value if isinstance(a, str)] if isinstance(value, list) else []
 
-    try:
+
+def _given_config(config: Any) -> MT5Config:
+    """``config=``: an MT5Config, a preset name, or a config.json (or a folder holding one)."""
+    if isinstance(config, MT5Config):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        text = os.fspath(config)
+        if os.path.exists(text):
+            file = os.path.join(text, CONFIG_NAME) if os.path.isdir(text) else text
+            try:
+                return MT5Config.from_hf(read_config_json(file))
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"config: {file}: {error}") from None
         try:
-            state = load(mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error) and "zip" not in str(error):
-                raise
-            state = load(mmap=False)  # the pre-1.6 (non-zip) format cannot be memory-mapped
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(f"{file}: refused to load: the pickle holds something other than tensors, "
-                         f"and only weights-only pickles are read (no code from a checkpoint runs). "
-                         f"{first}") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        raise ValueError(f"{file}: not a readable PyTorch checkpoint ({error})") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
-                                              for k, v in state.items()):
-        raise ValueError(f"{file}: expected a dict of tensor names to tensors, got {type(state).__name__}")
-    return state
+            return MT5Config.preset(text)
+        except ValueError as error:
+            raise ValueError(f"config: {text!r} is neither a config.json file nor a preset ({error})") from None
+    raise TypeError(f"config must be an MT5Config, a preset name or a config.json path, got {type(config).__name__}")
 
 
-def weights_layout(path: str) -> tuple[str, str, bool]:
-    """``(format, file, sharded)`` of the weights in ``path``: the single file or the shard index
-    transformers would read, safetensors before ``.bin``."""
-    for kind, single, index in (("safetensors", st.WEIGHTS_NAME, st.INDEX_NAME), ("bin", BIN_NAME, BIN_INDEX_NAME)):
-        if os.path.isfile(os.path.join(path, single)):
-            return kind, os.path.join(path, single), False
-        if os.path.isfile(os.path.join(path, index)):
-            return kind, os.path.join(path, index), True
-    raise FileNotFoundError(f"{path}: no weights found; expected one of {st.WEIGHTS_NAME}, {st.INDEX_NAME}, "
-                            f"{BIN_NAME} or {BIN_INDEX_NAME}")
+def _float_default(weights: Weights) -> torch.dtype:
+    """What float8 tensors become with ``dtype=None``: the dtype most of the file's other floating
+    tensors have (norms and embeddings are rarely float8), else float32."""
+    counts = collections.Counter(info.dtype for info in weights.info.values()
+                                 if isinstance(info.dtype, torch.dtype) and info.dtype.is_floating_point
+                                 and info.dtype not in _fp8.FLOAT8)
+    return counts.most_common(1)[0][0] if counts else torch.float32
 
 
-def _read_weights(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """(state dict, tensor name -> file it came from)."""
-    kind, file, sharded = weights_layout(path)
-    reader = st.read_safetensors if kind == "safetensors" else _load_bin
-    if not sharded:
-        state = reader(file)
-        return state, dict.fromkeys(state, file)
-    weight_map = st.read_index(file)
-    state, source = {}, {}
-    for shard in sorted(set(weight_map.values())):
-        part = reader(os.path.join(path, shard))
-        state.update(part)
-        source.update(dict.fromkeys(part, os.path.join(path, shard)))
-    absent = [name for name, shard in weight_map.items() if source.get(name) != os.path.join(path, shard)]
-    if absent:
-        raise ValueError(f"{file}: names tensors its shards do not hold: "
-                         f"{', '.join(sorted(absent)[:5])}{' ...' if len(absent) > 5 else ''}")
-    return state, source
+def _with_scales(weights: Weights, names: dict[str, str], scales: dict[str, str]) -> tuple[Weights, dict[str, str]]:
+    """``weights`` under transformers' names (``names``: hf -> stored), with float8 scales set aside."""
+    renamed = weights.renamed({**names, **{f"{hf}::scale": stored for hf, stored in scales.items()}})
+    scale_of = {hf: f"{hf}::scale" for hf in scales}
+    for hf, key in scale_of.items():
+        _fp8.check_scale(hf, scales[hf], renamed.info[key].shape, renamed.info[hf].shape)
+    for key in scale_of.values():
+        renamed.info.pop(key)  # loadable, but not a tensor of the model
+    return renamed, scale_of
 
 
-def _annotate(error: ValueError, source: dict[str, str], config_file: str) -> ValueError:
-    """Name the file of each offending tensor in ``from_hf_state_dict``'s report."""
-    lines = str(error).splitlines()
-    out = [f"weights do not match {config_file}:"]
-    for line in lines[1:]:
-        match = re.match(r"\s+(?:unexpected|wrong shape): ([^:\s]+)", line)
-        out.append(f"{line}  [in {source[match.group(1)]}]" if match and match.group(1) in source else line)
-    return ValueError("\n".join(out))
+def _directory_weights(path: str) -> tuple[Weights, dict[str, str]]:
+    weights = open_directory(path)
+    names = list(weights.info)
+    scales, ignored = _fp8.scale_names(names)
+    skip = set(ignored) | set(scales.values())
+    return _with_scales(weights, {n: n for n in names if n not in skip}, scales)
 
 
-def load_pretrained(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
-                    device: torch.device | str | None = None) -> tuple[MT5Config, dict]:
-    """``(cfg, params)`` from a Hugging Face checkpoint directory.
+def _file_weights(file: str) -> tuple[Weights, dict[str, str]]:
+    weights = Weights([open_file(file)], file)
+    names, scales = hf_names(list(weights.info), file, weights.shapes())
+    return _with_scales(weights, names, scales)
 
-    ``dtype=None`` keeps the stored dtype (and the memory map); ``device=None``
-    keeps the tensors on the CPU. The returned config's
+
+def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype | str | None = None,
+                    device: torch.device | str | None = None, *, encoder_only: bool = False,
+                    config: Any = None, quantize: str | None = None) -> tuple[MT5Config, dict]:
+    """``(cfg, params)`` from a Hugging Face checkpoint directory or a single weights file.
+
+    ``dtype=None`` keeps the stored dtype (and the memory map), except that
+    float8 weights are dequantized (to the dtype of the file's other float
+    tensors, else float32) and a float16 model keeps ``wo`` in float32 (the
+    module docstring); ``device=None`` keeps the tensors on the CPU.
+    ``encoder_only=True`` returns ``{"shared", "encoder"}`` and reads nothing
+    else; encoder-only checkpoints give that tree anyway. ``config`` (an
+    ``MT5Config``, a preset name or a ``config.json`` path) replaces the
+    checkpoint's config; a single file without one gets a config inferred from
+    its shapes, with a warning naming what was assumed. ``quantize="int8"``
+    returns ``mt5fn.quantize``'s tree. The returned config's
     ``tie_word_embeddings`` says what the weights say (``lm_head`` absent or
     equal to ``shared`` means tied), whatever ``config.json`` claims.
     """
-    path = _check_dir(path)
+    path = _check_path(path_or_single_file)
     dtype = resolve_dtype(dtype)
     device = torch.device(device) if device is not None else None
-    cfg = read_config(path)
-    state, source = _read_weights(path)
-    for name, tensor in state.items():
-        if not tensor.is_floating_point():
-            raise ValueError(f"{source[name]}: tensor {name!r} has dtype {tensor.dtype}; weights must be floating")
+    if not isinstance(encoder_only, bool):
+        raise ValueError(f"encoder_only must be a bool, got {encoder_only!r}")
+    if quantize is not None and not isinstance(quantize, str):
+        raise ValueError(f"quantize must be None or a scheme name like 'int8', got {quantize!r}")
+    cfg = _given_config(config) if config is not None else None
+    if os.path.isdir(path):
+        cfg = cfg or read_config(path)
+        config_file = os.path.join(path, CONFIG_NAME) if config is None else "the given config"
+        if os.path.isfile(os.path.join(path, CONFIG_NAME)) and any(
+                name.endswith("EncoderModel") for name in _architectures(path)):
+            encoder_only = True  # transformers' T5EncoderModel & co. read only the encoder too
+        weights, scale_of = _directory_weights(path)
+    else:
+        weights, scale_of = _file_weights(path)
+        config_file = "the given config"
+        if cfg is None:
+            cfg, assumed = infer_config(weights.shapes(), path)
+            warnings.warn(f"{path}: no config given; inferred from the tensor shapes: model_type={cfg.model_type!r}, "
+                          f"vocab_size={cfg.vocab_size}, d_model={cfg.d_model}, d_kv={cfg.d_kv}, d_ff={cfg.d_ff}, "
+                          f"num_layers={cfg.num_layers}, num_heads={cfg.num_heads}, "
+                          f"relative_attention_num_buckets={cfg.relative_attention_num_buckets}. Assumed (the weights "
+                          f"do not show them): {assumed}. Pass config= (an MT5Config, a preset name or a config.json) "
+                          "to override.", UserWarning, stacklevel=2)
+            config_file = "the config inferred from its shapes"
+    names = list(weights.info)
+    if not has_encoder_names(names):
+        if has_decoder_names(names):
+            raise ValueError(f"{weights.description}: holds decoder weights (decoder.block.*) but no encoder "
+                             "(encoder.block.*); mt5fn needs the encoder")
+    encoder_only = encoder_only or not has_decoder_names(names)
+    for name, info in weights.info.items():
+        if not (isinstance(info.dtype, torch.dtype) and info.dtype.is_floating_point):
+            raise ValueError(f"{info.file}: tensor {name!r} has dtype {info.dtype}; weights must be floating")
     try:
-        params = from_hf_state_dict(state, cfg)
+        plan = match_names(weights.shapes(), cfg, encoder_only=encoder_only, where=weights.where)
     except ValueError as error:
-        raise _annotate(error, source, os.path.join(path, CONFIG_NAME)) from None
-    del state
-    if dtype is not None or device is not None:
-        params = tree_map(lambda t: t.to(device=device, dtype=dtype), params)
-    return cfg.replace(tie_word_embeddings="lm_head" not in params), params
+        lines = str(error).splitlines()
+        raise ValueError("\n".join([f"weights in {weights.description} do not match {config_file}:", *lines[1:]])) \
+            from None
+    params = _read(weights, scale_of, plan, dtype, device)
+    params = unflatten_params(params)
+    cfg = cfg.replace(tie_word_embeddings="lm_head" not in params) if not encoder_only else cfg
+    if quantize is not None:
+        params = _quantized(params, cfg, quantize)
+    return cfg, params
+
+
+def _read(weights: Weights, scale_of: dict[str, str], plan: dict[str, str], dtype: torch.dtype | None,
+          device: torch.device | None) -> dict[str, Tensor]:
+    """The planned tensors, one at a time: dequantized, converted and moved (only what ``plan`` names)."""
+    fp8_default = _float_default(weights)
+    embed = weights.info[plan["shared"]].dtype
+    model_dtype = dtype or (fp8_default if embed in _fp8.FLOAT8 else embed)
+    flat: dict[str, Tensor] = {}
+    for path, name in plan.items():
+        stored = weights.info[name].dtype
+        want = dtype or (fp8_default if stored in _fp8.FLOAT8 else stored)
+        if model_dtype == torch.float16 and is_wo(path):
+            want = torch.float32
+        tensor = weights.load(name)
+        if name in scale_of or stored in _fp8.FLOAT8:
+            scale = weights.load(scale_of[name]) if name in scale_of else None
+            tensor = _fp8.dequantize(tensor, scale, want)
+        if tensor.dtype != want or (device is not None and tensor.device != device):
+            tensor = tensor.to(device=device, dtype=want)
+        flat[path] = tensor
+    if "lm_head" in flat and _same_tensor(flat["lm_head"], flat["shared"]):
+        del flat["lm_head"]
+    return flat
+
+
+def _quantized(params: dict, cfg: MT5Config, scheme: str) -> dict:
+    try:
+        from ..quant import quantize
+    except ImportError as error:
+        raise ValueError(f"quantize={scheme!r}: weight quantization (mt5fn.quant) is not available "
+                         f"({error})") from None
+    return quantize(params, cfg, scheme)
 
 
 # --------------------------------------------------------------------------- save
-def _weights_to_write(params: dict, cfg: MT5Config) -> dict[str, Tensor]:
-    """transformers names -> tensors, each stored once (no aliases, no tied head)."""
+def _cast(flat: dict[str, Tensor], dtype: torch.dtype | None) -> dict[str, Tensor]:
+    if dtype is None or dtype in _fp8.FLOAT8:
+        return flat
+    keep = dtype == torch.float16
+    return {path: t.to(torch.float32 if keep and is_wo(path) else dtype) for path, t in flat.items()}
+
+
+def _model_dtype(flat: dict[str, Tensor]) -> torch.dtype:
+    """The one dtype of the tree; float16 with float32 ``wo`` (transformers' rule) counts as float16."""
+    main = {t.dtype for path, t in flat.items() if not is_wo(path)}
+    wo = {t.dtype for path, t in flat.items() if is_wo(path)}
+    if len(main) == 1 and (wo <= main or (main == {torch.float16} and wo <= {torch.float16, torch.float32})):
+        return main.pop()
+    raise ValueError(f"params: mixed dtypes {sorted(map(str, main | wo))}; convert to one dtype before saving "
+                     "(float16 with float32 'wo' is the one mix allowed)")
+
+
+def _weights_to_write(params: dict, cfg: MT5Config, dtype: torch.dtype | None = None
+                      ) -> tuple[dict[str, Tensor], torch.dtype]:
+    """(transformers names -> tensors, each stored once: no aliases, no tied head; the model dtype)."""
     if not isinstance(cfg, MT5Config):
         raise TypeError(f"cfg must be an MT5Config, got {type(cfg).__name__}")
     if not isinstance(params, dict):
@@ -201,27 +310,49 @@ def _weights_to_write(params: dict, cfg: MT5Config) -> dict[str, Tensor]:
         if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
             raise ValueError(f"params[{name!r}] must be a floating tensor, got "
                              f"{getattr(tensor, 'dtype', type(tensor).__name__)}")
+    encoder_only = "decoder" not in params
     state = to_hf_state_dict(params, cfg)
-    expected = set(flatten_params(from_hf_state_dict(state, cfg)))  # also checks every shape
+    plan = match_names({n: tuple(t.shape) for n, t in state.items()}, cfg, encoder_only=encoder_only)
+    expected = set(plan)
     if "lm_head" in flat:
         expected.add("lm_head")
     extra = sorted(set(flat) - expected)
     if extra:
         raise ValueError(f"params: entries the {cfg.model_type} config has no place for: {extra}")
-    out = {name: tensor for name, tensor in state.items()
-           if name not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")}
+    flat = _cast(flat, dtype)
+    model_dtype = _model_dtype(flat)
+    names = {path: name for path, name in plan.items() if path != "lm_head"}
+    out = {name: flat[path] for path, name in names.items()}
     if "lm_head" in flat:
         out["lm_head.weight"] = flat["lm_head"]
-    return st.unshare(out)
+    return st.unshare(out), model_dtype
 
 
-def hf_config_dict(cfg: MT5Config, tied: bool, dtype: torch.dtype) -> dict[str, Any]:
+def _float8_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Projections as ``float8_e4m3fn`` + ``scale_weight``; everything else as it is (see ``_fp8``)."""
+    out: dict[str, Tensor] = {}
+    for name, tensor in tensors.items():
+        projection = re.search(r"\.(q|k|v|o|wi|wi_0|wi_1|wo)\.weight$", name)
+        if projection:
+            weight, scale = _fp8.quantize_e4m3(tensor)
+            out[name] = weight
+            out[name[: -len(".weight")] + ".scale_weight"] = scale
+        else:
+            out[name] = tensor
+    out["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)  # ComfyUI's marker of this format
+    return out
+
+
+def hf_config_dict(cfg: MT5Config, tied: bool, dtype: torch.dtype, encoder_only: bool = False) -> dict[str, Any]:
     """``config.json`` contents: ``cfg.to_hf()`` with tying taken from the weights and the dtype."""
     config = cfg.to_hf()
     config["tie_word_embeddings"] = tied
     if cfg.model_type != "mt5":
         config["scale_decoder_outputs"] = cfg.scale_decoder_outputs
     config["dtype"] = str(dtype).removeprefix("torch.")
+    if encoder_only:
+        config.update(architectures=[ENCODER_CLASSES[cfg.model_type]], use_cache=False,
+                      is_encoder_decoder=cfg.model_type == "umt5")  # as transformers writes them
     return dict(sorted(config.items()))
 
 
@@ -232,9 +363,11 @@ def _write_json(file: str, value: dict) -> None:
 
 
 def save_checkpoint(params: dict, cfg: MT5Config, path: str | os.PathLike, max_shard_size: int | str = "5GB",
-                    tokenizer: Any = None, copy_files: dict[str, str] | None = None) -> None:
+                    tokenizer: Any = None, copy_files: dict[str, str] | None = None, *,
+                    dtype: torch.dtype | str | None = None) -> None:
     """``save_pretrained`` plus ``copy_files`` (name in the checkpoint -> source file), for ``convert``."""
     max_bytes = st.parse_size(max_shard_size)
+    dtype = resolve_dtype(dtype, table=_SAVE_DTYPES)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a directory path, got {type(path).__name__}")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -242,16 +375,20 @@ def save_checkpoint(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
     if tokenizer is not None and not callable(getattr(tokenizer, "save_pretrained", None)):
         raise TypeError(f"tokenizer must be an mt5fn.Tokenizer (or have save_pretrained), "
                         f"got {type(tokenizer).__name__}")
-    tensors = _weights_to_write(params, cfg)
-    dtypes = {t.dtype for t in tensors.values()}
-    if len(dtypes) != 1:
-        raise ValueError(f"params: mixed dtypes {sorted(map(str, dtypes))}; convert to one dtype before saving")
-    config = hf_config_dict(cfg, "lm_head.weight" not in tensors, dtypes.pop())
+    for name, src in (copy_files or {}).items():
+        if os.path.basename(name) != name or not os.path.isfile(src):
+            raise ValueError(f"copy_files: {name!r} -> {src!r} is not a plain file name and an existing file")
+    tensors, model_dtype = _weights_to_write(params, cfg, dtype)
+    encoder_only = "decoder" not in params
+    tied = "lm_head.weight" not in tensors
+    if dtype in _fp8.FLOAT8:
+        tensors = _float8_state(tensors)
+    config = hf_config_dict(cfg, tied, model_dtype, encoder_only)
     generation = {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": cfg.eos_token_id,
                   "pad_token_id": cfg.pad_token_id}
-    from ..tokenizer._sentencepiece import TOKENIZER_FILES
+    from ..tokenizer import TOKENIZER_FILES
 
-    replaced = {CONFIG_NAME, "generation_config.json", *(copy_files or {})}
+    replaced = {CONFIG_NAME, GENERATION_CONFIG_NAME, *(copy_files or {})}
     if tokenizer is not None or any(name in TOKENIZER_FILES for name in copy_files or {}):
         replaced.update(TOKENIZER_FILES)  # a stale tokenizer.json would shadow the new spiece.model
 
@@ -260,7 +397,8 @@ def save_checkpoint(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
 
     with atomic_directory(path, keep=keep) as tmp:
         _write_json(os.path.join(tmp, CONFIG_NAME), config)
-        _write_json(os.path.join(tmp, "generation_config.json"), generation)
+        if not encoder_only:
+            _write_json(os.path.join(tmp, GENERATION_CONFIG_NAME), generation)
         st.write_safetensors(tensors, tmp, max_bytes)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -270,15 +408,25 @@ def save_checkpoint(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
 
 
 def save_pretrained(params: dict, cfg: MT5Config, path: str | os.PathLike, max_shard_size: int | str = "5GB",
-                    *, tokenizer: Any = None) -> None:
+                    *, tokenizer: Any = None, dtype: torch.dtype | str | None = None) -> None:
     """Write a checkpoint directory that transformers and :func:`load_pretrained` both read.
 
     ``config.json`` + ``generation_config.json`` + safetensors (sharded with
     ``model.safetensors.index.json`` when larger than ``max_shard_size``:
-    bytes, ``"500MB"``, ``"5GB"`` or ``"2GiB"``). With ``tokenizer`` its files
-    (``spiece.model``, ``tokenizer_config.json``, ``special_tokens_map.json``)
-    are written too. Files already in ``path`` that are not weights, configs
-    or (when a tokenizer is given) tokenizer files are kept. Atomic: on any
-    error the previous contents of ``path`` are untouched.
+    bytes, ``"500MB"``, ``"5GB"`` or ``"2GiB"``). An encoder-only tree writes
+    the folder of transformers' ``T5EncoderModel`` / ``MT5EncoderModel`` /
+    ``UMT5EncoderModel``. ``dtype`` converts on the way (float16 keeps ``wo``
+    in float32, as transformers does); ``torch.float8_e4m3fn`` writes scaled
+    float8 projections that mt5fn and ComfyUI read but transformers does not
+    (see ``_fp8`` for the loss). With ``tokenizer`` its files are written too
+    (``tokenizer.json`` and ``tokenizer_config.json``, plus ``spiece.model``
+    when it has one). Files already in ``path`` that are not weights, configs
+    or (when a tokenizer is given) tokenizer files are kept. Crash-safe: on any
+    error or kill the previous contents of ``path`` are whole; a link at
+    ``path`` is written through.
     """
-    save_checkpoint(params, cfg, path, max_shard_size, tokenizer=tokenizer)
+    save_checkpoint(params, cfg, path, max_shard_size, tokenizer=tokenizer, dtype=dtype)
+
+
+__all__ = ["load_pretrained", "save_pretrained", "save_checkpoint", "resolve_dtype", "weights_layout",
+           "read_config", "hf_config_dict"]

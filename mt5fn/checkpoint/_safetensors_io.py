@@ -38,33 +38,17 @@ def parse_size(value: int | str) -> int:
     raise ValueError(f"max_shard_size must be a positive byte count like 5000000, '500MB' or '5GB', got {value!r}")
 
 
-def read_safetensors(file: str) -> dict[str, Tensor]:
-    """All tensors of one file, memory-mapped; a damaged file is a ValueError naming it."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(file, framework="pt") as handle:
-            return {name: handle.get_tensor(name) for name in handle.keys()}
-    except SafetensorError as error:
-        raise ValueError(f"{file}: not a readable safetensors file ({error}); "
-                         "it may be truncated or corrupt") from None
-    except OSError as error:
-        raise ValueError(f"{file}: cannot read ({error})") from None
-
-
 def read_index(index_file: str) -> dict[str, str]:
     """``weight_map`` of a shard index, checked: every shard it names must exist."""
-    try:
-        with open(index_file, encoding="utf-8") as handle:
-            index = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{index_file}: not valid JSON ({error})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    from ..model._json import read_json
+
+    index = read_json(index_file)
+    weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{index_file}: no 'weight_map' object mapping tensor names to shard files")
     folder = os.path.dirname(index_file)
     for shard in sorted(set(weight_map.values())):
-        if os.path.basename(shard) != shard:
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
             raise ValueError(f"{index_file}: shard name {shard!r} is not a plain file name")
         if not os.path.isfile(os.path.join(folder, shard)):
             raise FileNotFoundError(f"{index_file}: names shard {shard!r}, which is missing from {folder!r}")

@@ -1,0 +1,70 @@
+"""Checkpoint directories are closed worlds: no file is read from outside them.
+
+A file in a checkpoint directory may be a symbolic link, but it must resolve
+inside that directory, or -- in the Hugging Face cache layout, where
+``models--ORG--NAME/snapshots/REV/config.json`` links to
+``models--ORG--NAME/blobs/HASH`` -- inside that repository folder. Any other
+link is refused when loading (the error names the link and where it points)
+and its content is never copied by ``convert`` or a save. This keeps a
+downloaded or shared checkpoint from pulling in, say, ``~/.ssh/id_rsa`` as
+its ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def allowed_roots(directory: str) -> list[str]:
+    """The resolved folders whose files ``directory``'s links may point into."""
+    root = os.path.realpath(directory)
+    roots = [root]
+    snapshots = os.path.dirname(root)
+    repo = os.path.dirname(snapshots)
+    if os.path.basename(snapshots) == "snapshots" and os.path.basename(repo).startswith("models--"):
+        roots.append(repo)
+    return roots
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def checked_path(directory: str, name: str) -> str:
+    """``directory/name`` after checking that it resolves inside the checkpoint (see the module docstring).
+
+    Returns the path to open (the link itself: opening follows it to the
+    checked place). A path that does not exist is returned unchecked (the
+    caller reports it missing).
+    """
+    full = os.path.join(directory, name)
+    if not os.path.lexists(full):
+        return full
+    real = os.path.realpath(full)
+    roots = allowed_roots(directory)
+    if any(_inside(real, root) for root in roots):
+        return full
+    link = full if os.path.islink(full) else _first_link(directory, name)
+    points = os.readlink(link) if link and os.path.islink(link) else real
+    where = "the checkpoint directory" + (" or its Hugging Face cache repository" if len(roots) > 1 else "")
+    raise ValueError(f"{link or full}: a symbolic link to {points!r} ({real}), outside {where} "
+                     f"{roots[-1]!r}; refused (a checkpoint may only link to its own files)")
+
+
+def _first_link(directory: str, name: str) -> str | None:
+    """The first path component below ``directory`` that is a symbolic link."""
+    path = directory
+    for part in name.split(os.sep):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return path
+    return None
+
+
+def is_inside(directory: str, name: str) -> bool:
+    """Whether ``directory/name`` exists and resolves inside the checkpoint (no error)."""
+    try:
+        checked_path(directory, name)
+    except ValueError:
+        return False
+    return os.path.lexists(os.path.join(directory, name))

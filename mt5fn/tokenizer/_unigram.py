@@ -1,0 +1,144 @@
+"""SentencePiece unigram tokenizers through Hugging Face ``tokenizers``, built as transformers 5 builds them.
+
+T5 / mT5 / UMT5 read text with a SentencePiece unigram model (Kudo 2018,
+"Subword Regularization"; Kudo & Richardson 2018, "SentencePiece"):
+``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, no BOS, EOS appended to every
+sequence, and ``extra_ids`` sentinels appended after the pieces in reverse, so
+``<extra_id_N>`` is id ``vocab_size - 1 - N`` (Raffel et al. 2020, section
+3.1.4, span corruption).
+
+transformers 5's ``T5Tokenizer`` runs that model in the ``tokenizers``
+library, whatever the folder holds (``spiece.model`` or ``tokenizer.json``),
+with one fixed pipeline: the model's precompiled SentencePiece normaliser,
+a split on whitespace then on ``▁`` with a ``▁`` prepended to every word, the
+unigram model over the pieces plus the sentinels, special tokens (``<pad>``,
+``</s>``, ``<unk>``, sentinels) matched in the raw text first, and ``</s>``
+appended. This module builds the same ``tokenizers.Tokenizer`` from the same
+parts, so ids are transformers' by construction; the tokenizer work itself
+is the library's. (Where that pipeline and SentencePiece disagree -- a
+combining mark after a character the normaliser rewrites is dropped by the
+former -- ids follow transformers.)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+_METASPACE = "\u2581"
+T5_CLASSES = ("T5Tokenizer", "T5TokenizerFast", "MT5Tokenizer", "MT5TokenizerFast", "UMT5Tokenizer",
+              "UMT5TokenizerFast")
+
+
+def parse_spiece(model: bytes, origin: str) -> Any:
+    """The ``ModelProto`` of a serialized SentencePiece model (via sentencepiece's own protobuf schema)."""
+    from google.protobuf.message import DecodeError
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(model)
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{origin}: not a valid SentencePiece model ({error})") from None
+    if not proto.pieces:
+        raise ValueError(f"{origin}: not a valid SentencePiece model (it has no pieces)")
+    return proto
+
+
+def t5_pipeline(vocab: list[tuple[str, float]], unk_id: int, charsmap: bytes | None,
+                added: list[dict[str, Any]], eos_token: str) -> Any:
+    """A ``tokenizers.Tokenizer`` with transformers 5's ``T5Tokenizer`` pipeline (see the module docstring).
+
+    ``added``: the added tokens, ``{"content", "special", "normalized", "lstrip", "rstrip", "single_word"}``,
+    in id order; each one already in ``vocab`` keeps its id there.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+
+    tokenizer = Tokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    if charsmap:
+        tokenizer.normalizer = normalizers.Precompiled(charsmap)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Metaspace(replacement=_METASPACE, prepend_scheme="always", split=True)])
+    tokenizer.decoder = decoders.Metaspace(replacement=_METASPACE, prepend_scheme="always", split=True)
+    tokens = [AddedToken(t["content"], single_word=bool(t.get("single_word", False)), lstrip=bool(t.get("lstrip")),
+                         rstrip=bool(t.get("rstrip")), normalized=bool(t.get("normalized", False)),
+                         special=bool(t.get("special", True))) for t in added]
+    special = [t for t in tokens if t.special]
+    plain = [t for t in tokens if not t.special]
+    if special:
+        tokenizer.add_special_tokens(special)
+    if plain:
+        tokenizer.add_tokens(plain)
+    eos_id = tokenizer.token_to_id(eos_token)
+    if eos_id is None:
+        raise ValueError(f"the vocabulary has no end-of-sequence token {eos_token!r}")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=["$A", eos_token], pair=["$A", eos_token, "$B", eos_token], special_tokens=[(eos_token, eos_id)])
+    return tokenizer
+
+
+def from_spiece(proto: Any, extra_ids: int, specials: dict[str, str]) -> Any:
+    """The tokenizer transformers builds from ``spiece.model`` plus ``extra_ids`` sentinels."""
+    vocab = [(piece.piece, piece.score) for piece in proto.pieces]
+    vocab += [(f"<extra_id_{n}>", 0.0) for n in range(extra_ids - 1, -1, -1)]
+    added: list[dict[str, Any]] = []
+    for index, piece in enumerate(proto.pieces):
+        if piece.type in (2, 3, 4):  # unknown, control (<pad>, </s>) and user-defined pieces
+            added.append({"content": piece.piece, "special": piece.type != 4, "id": index})
+    present = {t["content"] for t in added}
+    for token in (specials["pad_token"], specials["eos_token"], specials["unk_token"]):
+        if token not in present and any(p.piece == token for p in proto.pieces):
+            added.append({"content": token, "special": True, "id": next(
+                i for i, p in enumerate(proto.pieces) if p.piece == token)})
+    added.sort(key=lambda t: t["id"])
+    added += [{"content": f"<extra_id_{n}>", "special": True} for n in range(extra_ids)]
+    charsmap = proto.normalizer_spec.precompiled_charsmap or None
+    return t5_pipeline(vocab, proto.trainer_spec.unk_id, charsmap, added, specials["eos_token"])
+
+
+def from_tokenizer_json(text: str, origin: str, t5: bool, specials: dict[str, str]) -> Any:
+    """``tokenizer.json`` as transformers reads it: with ``t5`` (a T5-family ``tokenizer_class``) the
+    vocabulary, normaliser charsmap and added tokens go into the T5 pipeline; otherwise the file is
+    used as it is."""
+    from tokenizers import Tokenizer
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{origin}: not valid JSON ({error})") from None
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        raise ValueError(f"{origin}: not a tokenizer.json (no 'model' object)")
+    if not t5 or model.get("type") != "Unigram":
+        try:
+            return Tokenizer.from_str(text)
+        except Exception as error:  # the Rust side raises plain Exception subclasses
+            raise ValueError(f"{origin}: not a tokenizer the tokenizers library can read ({error})") from None
+    vocab = model.get("vocab")
+    if not isinstance(vocab, list) or not all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                                              and isinstance(v[1], (int, float)) for v in vocab):
+        raise ValueError(f"{origin}: the Unigram model's 'vocab' is not a list of [piece, score] pairs")
+    charsmap = _precompiled_charsmap(data.get("normalizer"))
+    added = [t for t in data.get("added_tokens") or [] if isinstance(t, dict) and isinstance(t.get("content"), str)]
+    added.sort(key=lambda t: t.get("id", 0))
+    unk_id = model.get("unk_id")
+    if isinstance(unk_id, bool) or not isinstance(unk_id, int) or not 0 <= unk_id < len(vocab):
+        raise ValueError(f"{origin}: the Unigram model's unk_id {unk_id!r} is not an id of its vocabulary")
+    try:
+        return t5_pipeline([(p, float(s)) for p, s in vocab], unk_id, charsmap, added, specials["eos_token"])
+    except ValueError as error:
+        raise ValueError(f"{origin}: {error}") from None
+
+
+def _precompiled_charsmap(normalizer: Any) -> bytes | None:
+    """The SentencePiece charsmap inside a tokenizer.json normaliser (alone or in a Sequence)."""
+    if not isinstance(normalizer, dict):
+        return None
+    parts = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+    for part in parts:
+        if isinstance(part, dict) and part.get("type") == "Precompiled" and part.get("precompiled_charsmap"):
+            return base64.b64decode(part["precompiled_charsmap"])
+    return None
