@@ -9,7 +9,8 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mt5fn.data import compute_input_and_target_lengths, random_spans_noise_mask, span_corruption, span_counts
+from mt5fn.data import (compute_input_and_target_lengths, random_spans_noise_mask, sentinels_needed,
+                        span_corruption, span_counts)
 
 densities = st.sampled_from([0.05, 0.1, 0.15, 0.2, 0.3, 0.5])
 span_means = st.sampled_from([1.0, 2.0, 3.0, 5.0, 8.0])
@@ -85,7 +86,7 @@ def test_inputs_and_targets_reconstruct_the_original(length, density, mean, seed
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(2, 40, (length,), generator=gen)
     inputs, targets = span_corruption(tokens, vocab_size=vocab_size, eos_id=1, noise_density=density,
-                                      mean_noise_span_length=mean, generator=gen)
+                                      mean_noise_span_length=mean, generator=gen, extra_ids=vocab_size - 40)
     assert int(inputs[-1]) == 1 and int(targets[-1]) == 1
     num_spans = span_counts(length, density, mean)[1]
     assert _reconstruct(inputs, targets, vocab_size, num_spans) == tokens.tolist()
@@ -100,7 +101,7 @@ def test_sentinels_descend_from_the_top_of_the_vocabulary(length, density, mean,
     tokens = torch.randint(2, 500, (length,), generator=torch.Generator().manual_seed(seed))
     inputs, targets = span_corruption(tokens, vocab_size=vocab_size, noise_density=density,
                                       mean_noise_span_length=mean,
-                                      generator=torch.Generator().manual_seed(seed + 1))
+                                      generator=torch.Generator().manual_seed(seed + 1), extra_ids=500)
     num_spans = span_counts(length, density, mean)[1]
     expected = list(range(vocab_size - 1, vocab_size - 1 - num_spans, -1))
     assert [t for t in inputs.tolist() if t >= 500] == expected
@@ -120,7 +121,7 @@ def test_lengths_equal_the_helper_prediction(inputs_length, density, mean, seed)
     tokens = torch.randint(2, 100, (raw_length,), generator=torch.Generator().manual_seed(seed))
     inputs, targets = span_corruption(tokens, vocab_size=100 + raw_length, noise_density=density,
                                       mean_noise_span_length=mean,
-                                      generator=torch.Generator().manual_seed(seed))
+                                      generator=torch.Generator().manual_seed(seed), extra_ids=raw_length)
     assert len(targets) == targets_length
     if density == 0.5:  # T5 trims one raw token so the targets are no longer than the inputs
         assert len(inputs) in (inputs_length, inputs_length - 1)
@@ -140,3 +141,29 @@ def test_the_generator_is_the_only_randomness(seed, length):
     assert torch.equal(first, second)
     random_spans_noise_mask(length, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@given(length=st.integers(2, 400), density=densities, mean=span_means, seed=seeds, extra=st.integers(0, 60))
+def test_sentinels_never_leave_the_extra_ids(length, density, mean, seed, extra):
+    """Only the top ``extra_ids`` ids are ever sentinels: with enough of them every sentinel lies in
+    [vocab_size - extra_ids, vocab_size); with fewer than the example needs (one per noise span,
+    sentinels_needed), span_corruption raises ValueError naming both counts -- an ordinary piece is
+    never numbered as a sentinel (issue: 114 spans at 2048 tokens for mT5's 100 extra ids)."""
+    assume(_valid(length, density, mean))
+    vocab_size = 200 + extra
+    tokens = torch.randint(2, 200, (length,), generator=torch.Generator().manual_seed(seed))
+    needed = sentinels_needed(length, density, mean)
+    assert needed == span_counts(length, density, mean)[1]
+    call = dict(vocab_size=vocab_size, noise_density=density, mean_noise_span_length=mean, extra_ids=extra,
+                generator=torch.Generator().manual_seed(seed))
+    if needed > extra:
+        try:
+            span_corruption(tokens, **call)
+        except ValueError as error:
+            assert f"needs {needed} sentinels" in str(error) and f"extra_ids={extra}" in str(error)
+        else:
+            raise AssertionError("more spans than extra ids must be refused")
+        return
+    inputs, targets = span_corruption(tokens, **call)
+    for row in (inputs, targets):
+        assert all(t < 200 or vocab_size - extra <= t < vocab_size for t in row.tolist()[:-1])

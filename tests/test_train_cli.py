@@ -69,12 +69,25 @@ def test_supervised_fine_tuning_from_checkpoint(data, tmp_path):
     assert start.keys() == end.keys() and any(not torch.equal(start[k], end[k]) for k in start)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
+def test_exploding_update_stops_before_the_first_save(data, tmp_path):
     out = tmp_path / "run"
-    # AdamW moves every weight by ~lr in the first step: at lr 1e30 the next forward overflows.
+    # AdamW moves every weight by ~lr in its first step: at lr 1e30 the weights are ~1e30 after step 1 --
+    # finite, but no checkpoint of them is "good": the run stops before saving anything.
     code, err = run_cli("train", "--data", data["pairs"], "--mode", "supervised", "--config", data["config"],
                         "--tokenizer", spiece_dir(), "--out", out, "--steps", 5, "--batch-size", 4,
                         "--lr", "1e30", "--max-grad-norm", 0, "--save-every", 1)
+    assert code == 1, err
+    assert "exploding update at step 1" in err and "--max-weight-growth" in err
+    assert "none (no checkpoint was saved yet)" in err
+    assert not (out / "latest").exists() and not (out / "step-00000001").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    # growth check off: step 1 is saved with weights ~1e30, whose next forward overflows
+    code, err = run_cli("train", "--data", data["pairs"], "--mode", "supervised", "--config", data["config"],
+                        "--tokenizer", spiece_dir(), "--out", out, "--steps", 5, "--batch-size", 4,
+                        "--lr", "1e30", "--max-grad-norm", 0, "--save-every", 1, "--max-weight-growth", 0)
     assert code == 1
     assert "non-finite" in err and "step-00000001" in err
     assert (out / "latest").read_text().strip() == "step-00000001"

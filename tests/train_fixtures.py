@@ -40,5 +40,7 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 
 def losses(out_dir: str) -> list[float]:
+    """The training losses of ``OUT/metrics.jsonl`` (evaluation records skipped)."""
     with open(os.path.join(out_dir, "metrics.jsonl"), encoding="utf-8") as handle:
-        return [json.loads(line)["loss"] for line in handle if line.strip()]
+        records = [json.loads(line) for line in handle if line.strip()]
+    return [record["loss"] for record in records if "loss" in record]

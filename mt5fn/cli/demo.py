@@ -18,9 +18,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-    from ..demo._run import STEPS
-    from ..training._loop import TrainError
+    from ..demo import STEPS, run_demo
+    from ..training import TrainError
 
     try:
         run_demo(steps=STEPS if args.steps is None else args.steps, seed=args.seed, out=args.out,

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from ..functional import IGNORE_INDEX
 
 
 def _as_row(value: Any, where: str) -> Tensor:

@@ -73,3 +73,34 @@ def pack(token_stream: Iterable[Any], length: int) -> Tensor:
     if not chunks:
         return torch.empty(0, length, dtype=torch.long)
     return torch.stack(chunks)  # (N, length)
+
+
+def pack_pairs(pairs: Iterable[tuple[Any, Any]], max_input_length: int, max_target_length: int
+               ) -> list[tuple[Tensor, Tensor]]:
+    """Supervised packing: consecutive ``(inputs, targets)`` pairs joined end to end, greedily and in
+    order, while both joined sides fit (``max_input_length`` / ``max_target_length``).
+
+    Each pair is kept whole (``pack`` would cut examples at fixed lengths), each side keeps its own
+    EOS, so a packed row reads ``in_1 </s> in_2 </s> ...`` -> ``out_1 </s> out_2 </s> ...``. There
+    are no segment ids: the examples of one row attend to each other (as packing without segment
+    masks does); what packing buys is fewer pad tokens per batch.
+    """
+    max_input_length, max_target_length = _check_length(max_input_length), _check_length(max_target_length)
+    rows: list[tuple[Tensor, Tensor]] = []
+    inputs: list[Tensor] = []
+    targets: list[Tensor] = []
+    for index, pair in enumerate(pairs):
+        source, target = _as_ids(pair[0], index), _as_ids(pair[1], index)
+        if len(source) > max_input_length or len(target) > max_target_length:
+            raise ValueError(f"pairs[{index}] is longer than the packed row ({len(source)} > {max_input_length} "
+                             f"or {len(target)} > {max_target_length}); truncate the pairs first")
+        fits = (sum(map(len, inputs)) + len(source) <= max_input_length
+                and sum(map(len, targets)) + len(target) <= max_target_length)
+        if inputs and not fits:
+            rows.append((torch.cat(inputs), torch.cat(targets)))
+            inputs, targets = [], []
+        inputs.append(source)
+        targets.append(target)
+    if inputs:
+        rows.append((torch.cat(inputs), torch.cat(targets)))
+    return rows

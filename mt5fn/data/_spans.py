@@ -18,6 +18,9 @@ A port of ``t5.data.preprocessors.random_spans_noise_mask``,
 In the inputs each noise span becomes one sentinel, the k-th (k = 1, 2, ...)
 being ``vocab_size - k`` (``<extra_id_0>`` is the top id); the targets hold the
 complementary replacement: a sentinel for each kept span, then the noise.
+Only the tokenizer's ``extra_ids`` top ids are sentinels: an example that
+needs more (more noise spans than extra ids, e.g. 114 spans at 2048 tokens
+for mT5's 100) is refused rather than numbering ordinary pieces as sentinels.
 """
 
 from __future__ import annotations
@@ -117,9 +120,30 @@ def _replace_spans(tokens: Tensor, spans: Tensor, vocab_size: int) -> Tensor:
     return replaced[~later]
 
 
+DEFAULT_EXTRA_IDS = 100  # T5's and mT5's tokenizers
+
+
+def _num_runs(mask: Tensor) -> int:
+    """How many runs of True ``mask`` (T,) holds."""
+    previous = torch.cat([mask.new_zeros(1), mask[:-1]])  # (T,)
+    return int((mask & ~previous).sum())
+
+
+def sentinels_needed(length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0) -> int:
+    """Sentinels one span-corrupted example of ``length`` raw tokens uses: one per noise span
+    (inputs) and one per kept span (targets), which are equally many; 1 when nothing is noised."""
+    length = _check_length(length)
+    noise_density, mean_noise_span_length = _check_rates(noise_density, mean_noise_span_length)
+    if length == 0:
+        return 0
+    if noise_density == 0.0:
+        return 1
+    return span_counts(max(length, 2), noise_density, mean_noise_span_length)[1]
+
+
 def span_corruption(tokens: Any, *, vocab_size: int, eos_id: int = 1, noise_density: float = 0.15,
-                    mean_noise_span_length: float = 3.0, generator: torch.Generator | None = None
-                    ) -> tuple[Tensor, Tensor]:
+                    mean_noise_span_length: float = 3.0, generator: torch.Generator | None = None,
+                    extra_ids: int | None = None) -> tuple[Tensor, Tensor]:
     """One T5 span-corruption example from a 1-D token sequence (without EOS).
 
     Returns ``(inputs, targets)``, LongTensors (1-D): the inputs keep the
@@ -127,7 +151,10 @@ def span_corruption(tokens: Any, *, vocab_size: int, eos_id: int = 1, noise_dens
     hold a sentinel per kept span followed by that span's noise, so sentinel k
     introduces the k-th noise span in both. EOS (``eos_id``) ends both.
     ``vocab_size`` is the tokenizer size including the extra ids; the
-    sentinels are the top ids ``vocab_size - 1, vocab_size - 2, ...``.
+    sentinels are the top ids ``vocab_size - 1, vocab_size - 2, ...``, at most
+    ``extra_ids`` of them (default: T5's 100, or ``vocab_size`` when smaller;
+    pass ``tokenizer.extra_ids``). An example needing more sentinels than that
+    raises ``ValueError`` saying how many it needs and how many exist.
     """
     if isinstance(tokens, Tensor):
         if tokens.dim() != 1 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
@@ -143,10 +170,20 @@ def span_corruption(tokens: Any, *, vocab_size: int, eos_id: int = 1, noise_dens
         raise ValueError(f"vocab_size must be an int >= 2 (tokenizer size incl. extra ids), got {vocab_size!r}")
     if isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < vocab_size:
         raise ValueError(f"eos_id must be an int in [0, vocab_size={vocab_size}), got {eos_id!r}")
+    if extra_ids is None:
+        extra_ids = min(DEFAULT_EXTRA_IDS, vocab_size)
+    if isinstance(extra_ids, bool) or not isinstance(extra_ids, int) or not 0 <= extra_ids <= vocab_size:
+        raise ValueError(f"extra_ids must be an int in [0, vocab_size={vocab_size}] (the sentinel count), "
+                         f"got {extra_ids!r}")
     if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
         bad = int(tokens[(tokens < 0) | (tokens >= vocab_size)][0])
         raise ValueError(f"tokens must lie in [0, vocab_size={vocab_size}), got value {bad}")
     noise = random_spans_noise_mask(len(tokens), noise_density, mean_noise_span_length, generator)  # (T,)
+    needed = max(_num_runs(noise), _num_runs(~noise)) if len(tokens) else 0
+    if needed > extra_ids:
+        raise ValueError(f"span corruption of {len(tokens)} tokens needs {needed} sentinels (one per noise span) "
+                         f"but the tokenizer has only extra_ids={extra_ids}; use shorter inputs or a tokenizer "
+                         "with more extra ids")
     eos = torch.tensor([eos_id], dtype=torch.long)
     inputs = torch.cat([_replace_spans(tokens, noise, vocab_size), eos])
     targets = torch.cat([_replace_spans(tokens, ~noise, vocab_size), eos])

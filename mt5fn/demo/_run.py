@@ -15,7 +15,6 @@ Nothing is downloaded. The steps, all with this package's own pieces:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import torch
 from ..checkpoint import save_pretrained
 from ..decoding import generate
 from ..tokenizer import Tokenizer, train_tokenizer
+from ..training import TrainConfig, read_metrics, train
 from ._plot import plot_losses, require_matplotlib
 from ._task import make_pairs, write_tsv
 
@@ -103,10 +103,15 @@ def run_demo(*, steps: int = STEPS, seed: int = 0, out: str = "mt5fn-demo",
         torch.set_num_threads(threads)
 
 
-def _run_demo(steps: int, seed: int, out: str, echo: Callable[[str], None]) -> DemoResult:
-    from ..cli.train import add_arguments
-    from ..training._loop import read_metrics, train
+def _train_config(steps: int, seed: int, out: str, train_file: str, config_file: str) -> TrainConfig:
+    """The run: supervised pairs, AdamW with linear warmup + cosine decay, on the CPU."""
+    return TrainConfig(data=(train_file,), mode="supervised", config=config_file,
+                       tokenizer=os.path.join(out, "tokenizer"), out=os.path.join(out, "run"), steps=steps,
+                       batch_size=BATCH, lr=LR, schedule="cosine", warmup=min(WARMUP, steps // 10),
+                       max_input_length=32, max_target_length=8, seed=seed, device="cpu")
 
+
+def _run_demo(steps: int, seed: int, out: str, echo: Callable[[str], None]) -> DemoResult:
     require_matplotlib()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--steps must be a positive int, got {steps!r}")
@@ -129,17 +134,10 @@ def _run_demo(steps: int, seed: int, out: str, echo: Callable[[str], None]) -> D
     with open(config_file, "w", encoding="utf-8") as handle:
         json.dump(MODEL, handle, indent=2)
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([
-        "--data", train_file, "--mode", "supervised", "--config", config_file,
-        "--tokenizer", os.path.join(out, "tokenizer"), "--out", os.path.join(out, "run"),
-        "--steps", str(steps), "--batch-size", str(BATCH), "--lr", str(LR), "--schedule", "cosine",
-        "--warmup", str(min(WARMUP, steps // 10)), "--max-input-length", "32", "--max-target-length", "8",
-        "--seed", str(seed), "--device", "cpu"])
+    config = _train_config(steps, seed, out, train_file, config_file)
     echo(f"[demo] training a small mT5 from scratch: d_model={MODEL['d_model']}, "
          f"{MODEL['num_layers']}+{MODEL['num_decoder_layers']} layers, {steps} steps x {BATCH} examples")
-    result = train(args, echo=lambda message: echo(f"[demo] {message.removeprefix('mt5fn train: ')}"))
+    result = train(config, echo=lambda message: echo(f"[demo] {message.removeprefix('mt5fn train: ')}"))
     if result.code != 0:
         raise RuntimeError(f"training stopped with exit code {result.code}")
     params, cfg = result.params, result.cfg
@@ -164,7 +162,7 @@ def _run_demo(steps: int, seed: int, out: str, echo: Callable[[str], None]) -> D
 
     model_dir = os.path.join(out, "model")
     save_pretrained(params, cfg, model_dir, tokenizer=tokenizer)
-    metrics = read_metrics(os.path.join(out, "run"))
+    metrics = [record for record in read_metrics(os.path.join(out, "run")) if "loss" in record]
     plot = plot_losses([m["step"] for m in metrics], [m["loss"] for m in metrics], os.path.join(out, "loss.png"),
                        f"mt5fn demo: small mT5 from scratch, {accuracy:.1%} held-out accuracy")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

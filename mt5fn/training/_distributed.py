@@ -44,13 +44,33 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(device: str | None, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` (None: cuda when available) -> this rank's device, or a
+    ``ValueError`` naming ``--device`` when the value is malformed or the device is absent."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ValueError(f"--device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible CUDA device"
+        raise ValueError(f"--device {device!r}: CUDA is not available here ({build}, torch {torch.__version__}); "
+                         "use --device cpu")
+    count = torch.cuda.device_count()
+    index = local_rank if world_size > 1 or device == "cuda" else int(device[5:])
+    if index >= count:
+        raise ValueError(f"--device {device!r}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    return torch.device("cuda", index)
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the process group when launched by torchrun; choose the device of this rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    dev = resolve_device(device, local_rank, world_size)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
@@ -100,7 +120,7 @@ def wrap_ddp(module: torch.nn.Module, ctx: Dist) -> torch.nn.Module:
 
 def ddp_step(ddp: torch.nn.Module, params: dict, cfg, micro_batches: Sequence[Mapping[str, Tensor]], ctx: Dist, *,
              dropout_rate: float, generator: torch.Generator | None, max_grad_norm: float | None,
-             autocast_dtype: torch.dtype | None = None) -> StepResult:
+             autocast_dtype: torch.dtype | None = None, checkpoint_blocks: bool = False) -> StepResult:
     """One data-parallel step over this rank's micro-batches; returns what ``train_step`` would for the
     global batch (loss, all-reduced gradients, global token count, grad norm)."""
     local_tokens = sum(int((batch["labels"] != IGNORE_INDEX).sum()) for batch in micro_batches)
@@ -118,7 +138,8 @@ def ddp_step(ddp: torch.nn.Module, params: dict, cfg, micro_batches: Sequence[Ma
             with autocast:  # the module returns mt5fn.loss (fused head + cross-entropy) given labels
                 summed = ddp(batch["input_ids"], attention_mask=batch.get("attention_mask"),
                              decoder_attention_mask=batch.get("decoder_attention_mask"), labels=batch["labels"],
-                             reduction="sum", dropout_rate=dropout_rate, generator=generator)
+                             reduction="sum", dropout_rate=dropout_rate, generator=generator,
+                             checkpoint_blocks=checkpoint_blocks)
             (summed * scale).backward()
         local_loss += summed.detach().double()
     loss = torch.tensor(all_sum(ctx, local_loss.item()) / global_tokens, dtype=torch.float32)

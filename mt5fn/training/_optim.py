@@ -13,11 +13,17 @@ load new values with ``leaf.copy_(...)`` under ``torch.no_grad()``).
 Weight decay (when nonzero) applies to matrices only: 1-D leaves (the RMSNorm
 scales) sit in a second group with ``weight_decay=0``, the usual practice
 for normalisation weights.
+
+A trainable subset (``trainable``: a predicate on dotted paths) gives the
+optimizer only the selected leaves: the frozen ones get no optimizer state
+(no Adam moments) and ``apply_gradients`` takes the subset's gradients
+(``train_step(..., trainable=...)``'s). For LoRA, build the optimizer from
+the adapter pytree itself: ``make_optimizer(adapters)``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -26,8 +32,8 @@ from ..model import flatten_params
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adafactor": torch.optim.Adafactor}
 
 
-def make_optimizer(params: dict, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
-                   **kwargs: Any) -> torch.optim.Optimizer:
+def make_optimizer(params: dict, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, *,
+                   trainable: Callable[[str], bool] | None = None, **kwargs: Any) -> torch.optim.Optimizer:
     """A ``torch.optim`` optimizer owning the pytree's leaves.
 
     ``name``: ``"adamw"`` (``torch.optim.AdamW``) or ``"adafactor"``
@@ -36,6 +42,7 @@ def make_optimizer(params: dict, name: str = "adamw", lr: float = 1e-3, weight_d
     ``kwargs`` pass through (``betas``, ``eps``, ``beta2_decay``, ...).
     Parameter groups carry ``param_names`` (the dotted pytree paths), so
     ``optimizer.state_dict()`` is readable and checkable on resume.
+    ``trainable``: a predicate on those paths; only the leaves it accepts are optimised.
     """
     if name not in _OPTIMIZERS:
         raise ValueError(f"name must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
@@ -46,6 +53,12 @@ def make_optimizer(params: dict, name: str = "adamw", lr: float = 1e-3, weight_d
     flat = flatten_params(params)
     if not flat:
         raise ValueError("params has no tensor leaves to optimise")
+    if trainable is not None:
+        if not callable(trainable):
+            raise TypeError(f"trainable must be a predicate on dotted paths or None, got {type(trainable).__name__}")
+        flat = {path: leaf for path, leaf in flat.items() if trainable(path)}
+        if not flat:
+            raise ValueError("trainable selects no parameter path (paths look like 'encoder.blocks.0.attn.q')")
     seen: dict[int, str] = {}
     for path, leaf in flat.items():
         if not leaf.dtype.is_floating_point:
@@ -71,15 +84,23 @@ def apply_gradients(optimizer: torch.optim.Optimizer, params: dict, grads: dict)
     """Set each leaf's ``.grad`` from the ``grads`` pytree and take one optimizer step (in place).
 
     ``params`` must be the pytree the optimizer was built from (same leaf
-    tensors, same order); ``grads`` has the same structure (``train_step``'s
-    output). The ``.grad`` fields are cleared afterwards so the gradients do
-    not outlive the step.
+    tensors); ``grads`` holds a gradient for exactly the leaves the optimizer
+    owns (``train_step``'s output, the trainable subset's when there is one).
+    The ``.grad`` fields are cleared afterwards so the gradients do not
+    outlive the step.
     """
-    leaves = flatten_params(params)
+    all_leaves = flatten_params(params)
     grad_leaves = flatten_params(grads)
-    if list(leaves) != list(grad_leaves):
-        missing = sorted(set(leaves) ^ set(grad_leaves))
-        raise ValueError(f"grads must have the structure of params; paths differ: {missing[:5]}")
+    names = [name for group in optimizer.param_groups for name in group.get("param_names", [])]
+    expected = names if names else list(all_leaves)
+    if sorted(grad_leaves) != sorted(expected):
+        differ = sorted(set(expected) ^ set(grad_leaves))
+        raise ValueError(f"grads must hold exactly the optimizer's leaves (the structure of params or of its "
+                         f"trainable subset); paths differ: {differ[:5]}")
+    missing = [path for path in grad_leaves if path not in all_leaves]
+    if missing:
+        raise ValueError(f"grads has paths that params lacks: {missing[:5]}")
+    leaves = {path: all_leaves[path] for path in grad_leaves}
     owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
     for path, leaf in leaves.items():
         if id(leaf) not in owned:
