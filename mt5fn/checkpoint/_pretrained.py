@@ -179,6 +179,41 @@ def _file_weights(file: str) -> tuple[Weights, dict[str, str]]:
     return _with_scales(weights, names, scales)
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _open_directory(path: str, given: MT5Config | None, encoder_only: bool
+                    ) -> tuple[MT5Config, Weights, dict[str, str], bool, str]:
+    """Config and opened weight files of one version of the directory.
+
+    A save may swap the directory while it is being opened; every file is
+    opened (and memory-mapped) from the same directory, checked by its inode
+    before and after, else the opening is repeated -- so a reader never mixes
+    the config of one version with the shards of another.
+    """
+    for attempt in range(5):
+        before = _identity(path)
+        try:
+            cfg = given or read_config(path)
+            architectures = _architectures(path) if os.path.isfile(os.path.join(path, CONFIG_NAME)) else []
+            weights, scale_of = _directory_weights(path)
+        except (OSError, ValueError):
+            if attempt < 4 and _identity(path) != before:
+                continue  # swapped (and the old version deleted) under us: read the new one
+            raise
+        if _identity(path) == before:
+            break
+    if any(name.endswith("EncoderModel") for name in architectures):
+        encoder_only = True  # transformers' T5EncoderModel & co. read only the encoder too
+    config_file = os.path.join(path, CONFIG_NAME) if given is None else "the given config"
+    return cfg, weights, scale_of, encoder_only, config_file
+
+
 def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype | str | None = None,
                     device: torch.device | str | None = None, *, encoder_only: bool = False,
                     config: Any = None, quantize: str | None = None) -> tuple[MT5Config, dict]:
@@ -204,17 +239,12 @@ def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype |
         raise ValueError(f"encoder_only must be a bool, got {encoder_only!r}")
     if quantize is not None and not isinstance(quantize, str):
         raise ValueError(f"quantize must be None or a scheme name like 'int8', got {quantize!r}")
-    cfg = _given_config(config) if config is not None else None
+    given = _given_config(config) if config is not None else None
     if os.path.isdir(path):
-        cfg = cfg or read_config(path)
-        config_file = os.path.join(path, CONFIG_NAME) if config is None else "the given config"
-        if os.path.isfile(os.path.join(path, CONFIG_NAME)) and any(
-                name.endswith("EncoderModel") for name in _architectures(path)):
-            encoder_only = True  # transformers' T5EncoderModel & co. read only the encoder too
-        weights, scale_of = _directory_weights(path)
+        cfg, weights, scale_of, encoder_only, config_file = _open_directory(path, given, encoder_only)
     else:
         weights, scale_of = _file_weights(path)
-        config_file = "the given config"
+        cfg, config_file = given, "the given config"
         if cfg is None:
             cfg, assumed = infer_config(weights.shapes(), path)
             warnings.warn(f"{path}: no config given; inferred from the tensor shapes: model_type={cfg.model_type!r}, "
