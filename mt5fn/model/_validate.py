@@ -40,11 +40,12 @@ __all__ = ["IGNORE_INDEX", "is_plain_eager"]
 PARAM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 ID_DTYPES = (torch.int64, torch.int32)
 
-# Multiplicative score settings (temperature, repetition penalty) must lie in [1e-30, 1e30]: the decoding
-# loops divide / multiply float32 scores by them, and inside this range a score up to 1e8 in magnitude
-# stays finite (float32 max is 3.4e38). Outside it, 1e-45 turns every positive logit into +inf and the
-# softmax into NaN (torch.multinomial then fails), and 1e-300 does the same through the penalty.
-SCALE_RANGE = (1e-30, 1e30)
+# Multiplicative score settings (temperature, repetition penalty) must lie in [1e-15, 1e15]: the decoding
+# loops divide / multiply float32 scores by both, so together they scale a score by at most 1e30, and a
+# score up to 1e8 in magnitude stays finite (float32 max is 3.4e38). Outside, temperature=1e-45 turns
+# every positive logit into +inf and the softmax into NaN (torch.multinomial then fails), and
+# repetition_penalty=1e-300 does the same to the tokens already generated.
+SCALE_RANGE = (1e-15, 1e15)
 _LOG_FLOAT32_MAX = math.log(torch.finfo(torch.float32).max)  # 88.72...
 
 # torch.Generator.manual_seed takes seeds in [-2**63, 2**64); mt5fn's seeds are the non-negative part.

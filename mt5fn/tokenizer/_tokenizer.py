@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ..checkpoint import atomic_write_bytes, checked_path
+from ..model._preflight import check_buffers
 from . import _files as F
 from ._byt5 import ByteBackend
 from ._unigram import T5_CLASSES, from_spiece, from_tokenizer_json, parse_spiece
@@ -264,6 +265,9 @@ class Tokenizer:
                              f"padding='max_length'")
         if return_tensors not in ("pt", None):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+        if padding == "max_length":  # ids and mask, as lists and as tensors: 4 x 8 bytes a position
+            check_buffers("batch_encode", f"padding to max_length={max_length} for {len(texts)} texts",
+                          [("padded ids and attention mask", (4, len(texts), max_length), 8)], None)
         rows = self._backend.encode_batch(list(texts)) if texts else []
         if truncation:
             rows = [row if len(row) <= max_length else row[:max_length - 1] + [self.eos_token_id] for row in rows]
@@ -317,6 +321,8 @@ class Tokenizer:
             if sequences.dim() != 2:
                 raise ValueError(f"sequences must be a 2-D tensor, got shape {tuple(sequences.shape)}")
             sequences = sequences.tolist()
+        if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Iterable):
+            raise TypeError(f"sequences must be a 2-D tensor or a list of id lists, got {type(sequences).__name__}")
         return [self.decode(row, skip_special_tokens=skip_special_tokens) for row in sequences]
 
 
