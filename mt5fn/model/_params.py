@@ -42,7 +42,8 @@ def init_params(cfg: MT5Config, seed: int = 0, dtype: torch.dtype = torch.float3
     Embedding and untied head N(0, 1); q N(0, (d_model d_kv)^-1/2); k, v and the
     FFN input N(0, d_model^-1/2); o N(0, (H d_kv)^-1/2); FFN output N(0, d_ff^-1/2);
     relative-position tables N(0, d_model^-1/2); norms 1. The draw is on the CPU
-    from ``seed`` so it is the same on every device.
+    from ``seed`` so it is the same on every device. ``dtype=torch.float16``
+    keeps every FFN ``wo`` in float32, as transformers does.
     """
     if not isinstance(cfg, MT5Config):
         raise TypeError(f"cfg must be an MT5Config, got {type(cfg).__name__}")
@@ -53,9 +54,9 @@ def init_params(cfg: MT5Config, seed: int = 0, dtype: torch.dtype = torch.float3
     preflight.check_init(cfg, dtype, device)
     generator = torch.Generator().manual_seed(seed)
 
-    def normal(*shape: int, std: float) -> Tensor:
+    def normal(*shape: int, std: float, keep_fp32: bool = False) -> Tensor:
         weight = torch.empty(shape).normal_(0.0, std, generator=generator)
-        return weight.to(device=device, dtype=dtype)
+        return weight.to(device=device, dtype=torch.float32 if keep_fp32 else dtype)
 
     def ones(size: int) -> Tensor:
         return torch.ones(size, device=device, dtype=dtype)
@@ -66,11 +67,15 @@ def init_params(cfg: MT5Config, seed: int = 0, dtype: torch.dtype = torch.float3
         return {"q": normal(inner, d, std=(d * cfg.d_kv) ** -0.5), "k": normal(inner, d, std=d ** -0.5),
                 "v": normal(inner, d, std=d ** -0.5), "o": normal(d, inner, std=inner ** -0.5)}
 
+    # float16 keeps the FFN output projection in float32, as transformers' _keep_in_fp32_modules = ["wo"]:
+    # T5 v1.1 FFN activations exceed float16's range (the residual stream then promotes to float32).
+    keep = dtype == torch.float16
+
     def mlp() -> dict:
         if cfg.is_gated:
             return {"wi_0": normal(d_ff, d, std=d ** -0.5), "wi_1": normal(d_ff, d, std=d ** -0.5),
-                    "wo": normal(d, d_ff, std=d_ff ** -0.5)}
-        return {"wi": normal(d_ff, d, std=d ** -0.5), "wo": normal(d, d_ff, std=d_ff ** -0.5)}
+                    "wo": normal(d, d_ff, std=d_ff ** -0.5, keep_fp32=keep)}
+        return {"wi": normal(d_ff, d, std=d ** -0.5), "wo": normal(d, d_ff, std=d_ff ** -0.5, keep_fp32=keep)}
 
     def table() -> Tensor:
         return normal(cfg.relative_attention_num_buckets, cfg.num_heads, std=d ** -0.5)
