@@ -122,3 +122,69 @@ def test_from_hf_errors(tmp_path):
         MT5Config.from_hf(tmp_path)
     with pytest.raises(ValueError, match="model_type"):
         MT5Config.from_hf({"model_type": "bert"})
+
+
+@pytest.mark.parametrize("flag", [0, 1, "false", "true", None, [], False, True])
+def test_flags_read_as_transformers_reads_them(flag):
+    # transformers 5.24: tied unless tie_word_embeddings is exactly False (0 and "false" read as tied),
+    # and T5 / UMT5 scale the decoder output exactly when tied.
+    for model_type in ("t5", "umt5"):
+        hf = transformers.CONFIG_MAPPING[model_type](tie_word_embeddings=flag)
+        ours = MT5Config.from_hf({"model_type": model_type, "tie_word_embeddings": flag})
+        assert ours.scale_decoder_outputs == hf.scale_decoder_outputs, (model_type, flag)
+        assert ours.tie_word_embeddings == (flag is not False)
+
+
+def test_stored_scale_flag_reads_by_truth_value_and_mt5_never_scales():
+    # transformers tests config.scale_decoder_outputs with a plain `if`
+    assert MT5Config.from_hf({"model_type": "t5", "scale_decoder_outputs": "false"}).scale_decoder_outputs
+    assert not MT5Config.from_hf({"model_type": "t5", "scale_decoder_outputs": 0}).scale_decoder_outputs
+    assert not MT5Config.from_hf({"model_type": "mt5", "scale_decoder_outputs": True}).scale_decoder_outputs
+    with pytest.raises(ValueError, match="scale_decoder_outputs must be False for model_type 'mt5'"):
+        MT5Config(model_type="mt5", scale_decoder_outputs=True)
+
+
+@pytest.mark.parametrize("buckets,distance", [(4, 1), (4, 2), (8, 4), (32, 2), (32, 16)])
+def test_bucket_settings_that_run_negative_are_refused(buckets, distance):
+    # At max_distance <= num_buckets // 2 the log-spaced buckets divide by log(1) or run negative:
+    # transformers then raises IndexError on any input longer than the exact region.
+    with pytest.raises(ValueError, match=rf"relative_attention_max_distance must be > relative_attention_num_buckets "
+                                         rf"// 2 = {buckets // 2}, got {distance}"):
+        MT5Config(relative_attention_num_buckets=buckets, relative_attention_max_distance=distance)
+
+
+def test_smallest_accepted_bucket_settings_work_on_long_inputs():
+    import torch
+
+    for buckets in (4, 5, 8, 32):
+        cfg = MT5Config(vocab_size=30, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                        relative_attention_num_buckets=buckets, relative_attention_max_distance=buckets // 2 + 1)
+        ids = torch.randint(0, 30, (1, 300))
+        assert mt5fn.forward(mt5fn.init_params(cfg), cfg, ids, ids).shape == (1, 300, 30)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("layer_norm_epsilon", float("inf")), ("layer_norm_epsilon", float("nan")), ("dropout_rate", float("nan")),
+    ("vocab_size", 2 ** 31), ("d_model", 10 ** 30), ("num_decoder_layers", 0), ("decoder_start_token_id", -1),
+    ("scale_decoder_outputs", 1), ("layer_norm_epsilon", 10 ** 400),
+])
+def test_more_invalid_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        MT5Config(**{field: value})
+
+
+def test_from_hf_errors_name_the_file(tmp_path):
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe\x00 binary")
+    with pytest.raises(ValueError, match=rf"{tmp_path}/config.json: not UTF-8 text"):
+        MT5Config.from_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 512.0}))
+    with pytest.raises(ValueError, match=rf"{tmp_path}/config.json: d_model must be an int"):
+        MT5Config.from_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "eos_token_id": []}))
+    with pytest.raises(ValueError, match=rf"{tmp_path}/config.json: eos_token_id is an empty list"):
+        MT5Config.from_hf(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="does not hold a JSON object"):
+        MT5Config.from_hf(tmp_path)
+    with pytest.raises(TypeError, match="config must be a dict, a config.json path or its directory, got int"):
+        MT5Config.from_hf(3)
