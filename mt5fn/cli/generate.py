@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="texts decoded together (16)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="load the weights in this dtype (default: as stored)")
+    parser.add_argument("--quantize", choices=("int8",), default=None,
+                        help="int8 weights (mt5fn.quantize: weight-only, per-channel scales), quantized on load")
     parser.add_argument("--device", default="cpu", help="torch device (cpu)")
     parser.add_argument("--profile", metavar="TRACE_DIR", default=None,
                         help="write a torch.profiler trace of decoding steps 3-5 to TRACE_DIR")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import load_pretrained
-    from ..decoding import GenerationConfig, decode_tokens
+    from ..decoding import GenerationConfig, decode_tokens, prepare_decoding
     from ..tokenizer import Tokenizer
     from ..training import maybe_profile
 
@@ -73,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         gc = GenerationConfig(**options)  # bad options fail before loading
         tokenizer = Tokenizer.from_pretrained(args.model)
-        cfg, params = load_pretrained(args.model, dtype=args.dtype, device=args.device)
+        cfg, params = load_pretrained(args.model, dtype=args.dtype, device=args.device, quantize=args.quantize)
+        # one decoding layout for every batch (as a CTranslate2 user holds a converted model)
+        params = prepare_decoding(params, cfg, rows=args.batch_size * max(args.num_beams, args.num_return_sequences))
     except (OSError, ValueError, TypeError, RuntimeError) as error:
         return fail(error)
     if len(tokenizer) > cfg.vocab_size:
