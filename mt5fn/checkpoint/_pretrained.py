@@ -49,7 +49,7 @@ import json
 import os
 import re
 import warnings
-from typing import Any
+from typing import Callable, Any
 
 import torch
 from torch import Tensor
@@ -179,6 +179,13 @@ def _file_weights(file: str) -> tuple[Weights, dict[str, str]]:
     return _with_scales(weights, names, scales)
 
 
+def _check_has_encoder(weights: Weights) -> None:
+    names = list(weights.info)
+    if has_decoder_names(names) and not has_encoder_names(names):
+        raise ValueError(f"{weights.description}: holds decoder weights (decoder.block.*) but no encoder "
+                         "(encoder.block.*); mt5fn needs the encoder")
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     try:
         info = os.stat(path)
@@ -208,6 +215,7 @@ def _open_directory(path: str, given: MT5Config | None, encoder_only: bool
             raise
         if _identity(path) == before:
             break
+    _check_has_encoder(weights)
     if any(name.endswith("EncoderModel") for name in architectures):
         encoder_only = True  # transformers' T5EncoderModel & co. read only the encoder too
     config_file = os.path.join(path, CONFIG_NAME) if given is None else "the given config"
@@ -244,6 +252,7 @@ def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype |
         cfg, weights, scale_of, encoder_only, config_file = _open_directory(path, given, encoder_only)
     else:
         weights, scale_of = _file_weights(path)
+        _check_has_encoder(weights)
         cfg, config_file = given, "the given config"
         if cfg is None:
             cfg, assumed = infer_config(weights.shapes(), path)
@@ -255,10 +264,6 @@ def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype |
                           "to override.", UserWarning, stacklevel=2)
             config_file = "the config inferred from its shapes"
     names = list(weights.info)
-    if not has_encoder_names(names):
-        if has_decoder_names(names):
-            raise ValueError(f"{weights.description}: holds decoder weights (decoder.block.*) but no encoder "
-                             "(encoder.block.*); mt5fn needs the encoder")
     encoder_only = encoder_only or not has_decoder_names(names)
     for name, info in weights.info.items():
         if not (isinstance(info.dtype, torch.dtype) and info.dtype.is_floating_point):
@@ -269,17 +274,23 @@ def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype |
         lines = str(error).splitlines()
         raise ValueError("\n".join([f"weights in {weights.description} do not match {config_file}:", *lines[1:]])) \
             from None
-    params = _read(weights, scale_of, plan, dtype, device)
+    # int8: each projection is quantized as it is read, so no float copy of the whole model is held
+    quantizer = _quantizer(quantize, cfg) if quantize is not None else None
+    params = _read(weights, scale_of, plan, dtype, device, quantizer)
+    if quantizer is not None and "lm_head" not in params and not encoder_only:
+        params["lm_head"] = quantizer("lm_head", params["shared"])  # a tied head, read as a projection
+        tied = True
+    else:
+        tied = "lm_head" not in params
     params = unflatten_params(params)
-    cfg = cfg.replace(tie_word_embeddings="lm_head" not in params) if not encoder_only else cfg
-    if quantize is not None:
-        params = _quantized(params, cfg, quantize)
+    cfg = cfg.replace(tie_word_embeddings=tied) if not encoder_only else cfg
     return cfg, params
 
 
 def _read(weights: Weights, scale_of: dict[str, str], plan: dict[str, str], dtype: torch.dtype | None,
-          device: torch.device | None) -> dict[str, Tensor]:
-    """The planned tensors, one at a time: dequantized, converted and moved (only what ``plan`` names)."""
+          device: torch.device | None, quantizer: Callable[[str, Tensor], Any] | None = None) -> dict[str, Any]:
+    """The planned tensors, one at a time: dequantized, converted and moved (only what ``plan`` names);
+    ``quantizer(path, tensor)`` then replaces each (the int8 forms; the head after the tie check)."""
     fp8_default = _float_default(weights)
     embed = weights.info[plan["shared"]].dtype
     model_dtype = dtype or (fp8_default if embed in _fp8.FLOAT8 else embed)
@@ -295,19 +306,24 @@ def _read(weights: Weights, scale_of: dict[str, str], plan: dict[str, str], dtyp
             tensor = _fp8.dequantize(tensor, scale, want)
         if tensor.dtype != want or (device is not None and tensor.device != device):
             tensor = tensor.to(device=device, dtype=want)
-        flat[path] = tensor
+        flat[path] = tensor if quantizer is None or path == "lm_head" else quantizer(path, tensor)
     if "lm_head" in flat and _same_tensor(flat["lm_head"], flat["shared"]):
         del flat["lm_head"]
+    if quantizer is not None and "lm_head" in flat:
+        flat["lm_head"] = quantizer("lm_head", flat["lm_head"])
     return flat
 
 
-def _quantized(params: dict, cfg: MT5Config, scheme: str) -> dict:
+def _quantizer(scheme: str, cfg: MT5Config) -> Callable[[str, Tensor], Any]:
+    """``(path, tensor) -> leaf``: the int8 form for projections, the tensor itself for the rest."""
     try:
-        from ..quant import quantize
+        from ..quant import SCHEMES, is_projection_path, quantize_weight
     except ImportError as error:
         raise ValueError(f"quantize={scheme!r}: weight quantization (mt5fn.quant) is not available "
                          f"({error})") from None
-    return quantize(params, cfg, scheme)
+    if scheme not in SCHEMES:
+        raise ValueError(f"quantize must be one of {SCHEMES}, got {scheme!r}")
+    return lambda path, tensor: quantize_weight(tensor) if is_projection_path(path) else tensor
 
 
 # --------------------------------------------------------------------------- save
