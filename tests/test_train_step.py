@@ -214,3 +214,68 @@ def test_scheduler_state_round_trips():
     opt.step()
     sched.step()
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    """checkpoint_blocks recomputes each block in the backward, replaying the same dropout masks."""
+    params = mt5fn.init_params(CFG, seed=11)
+    batches = [collate(_examples(12, 3)), collate(_examples(13, 2))]
+
+    def run(checkpoint):
+        return train_step(params, CFG, batches, dropout_rate=0.2, generator=torch.Generator().manual_seed(4),
+                          max_grad_norm=1.0, checkpoint_blocks=checkpoint)
+
+    plain, recomputed = run(False), run(True)
+    torch.testing.assert_close(recomputed.loss, plain.loss, rtol=0, atol=0)
+    _assert_trees_close(recomputed.grads, plain.grads, rtol=0, atol=0)
+    assert torch.equal(recomputed.grad_norm, plain.grad_norm)
+
+
+def test_train_step_equals_torch_func_grad():
+    """The step uses plain autograd (leaner); torch.func.grad_and_value of the same loss agrees."""
+    params = mt5fn.init_params(CFG, seed=12)
+    batch = collate(_examples(14, 3))
+    tokens = int((batch["labels"] != -100).sum())
+
+    def mean_loss(p):
+        return mt5fn.loss(p, CFG, batch["input_ids"], batch["labels"], batch["attention_mask"],
+                          reduction="sum").float() / tokens
+
+    grads, value = torch.func.grad_and_value(mean_loss)(params)
+    result = train_step(params, CFG, batch)
+    torch.testing.assert_close(result.loss, value, rtol=0, atol=0)
+    _assert_trees_close(result.grads, grads, rtol=1e-6, atol=1e-9)
+
+
+def test_a_trainable_subset_gets_gradients_and_optimizer_state_alone():
+    params = mt5fn.init_params(CFG, seed=13)
+    batch = collate(_examples(15, 2))
+
+    def attention_only(path):
+        return ".attn." in path or ".self_attn." in path
+
+    result = train_step(params, CFG, batch, trainable=attention_only)
+    flat = mt5fn.flatten_params(result.grads)
+    assert flat and all(attention_only(path) for path in flat)
+    assert len(result.grads["encoder"]["blocks"]) == CFG.num_layers  # lists keep their length
+    full = mt5fn.flatten_params(train_step(params, CFG, batch).grads)  # the same step, every leaf trained
+    for path, grad in flat.items():
+        # float32 round-off only: with the position-bias tables frozen, attention takes SDPA instead of
+        # the plain softmax it uses when the bias needs a gradient
+        torch.testing.assert_close(grad, full[path], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(result.grad_norm, global_norm(result.grads))
+
+    optimizer = make_optimizer(params, "adamw", lr=1e-2, trainable=attention_only)
+    names = [n for group in optimizer.param_groups for n in group["param_names"]]
+    assert sorted(names) == sorted(flat)
+    before = {k: v.clone() for k, v in mt5fn.flatten_params(params).items()}
+    apply_gradients(optimizer, params, result.grads)
+    for path, leaf in mt5fn.flatten_params(params).items():
+        assert torch.equal(leaf, before[path]) != (path in flat), path  # only the subset moved
+    assert len(optimizer.state) == len(flat)  # no Adam moments for frozen leaves
+    with pytest.raises(ValueError, match="exactly the optimizer's leaves"):
+        apply_gradients(optimizer, params, train_step(params, CFG, batch).grads)
+    with pytest.raises(ValueError, match="selects no parameter path"):
+        train_step(params, CFG, batch, trainable=lambda path: False)
+    with pytest.raises(TypeError, match="trainable must be"):
+        train_step(params, CFG, batch, trainable=3)

@@ -14,6 +14,7 @@ over the pytree, lr schedules, evaluation, DDP and FSDP2.
 
 from ._config import TrainConfig, TrainConfigError
 from ._errors import TrainError
+from ._distributed import resolve_device
 from ._eval import EvalSet, build_eval_set, evaluate, generation_metrics
 from ._optim import apply_gradients, make_optimizer
 from ._schedule import lr_factor, make_scheduler
@@ -21,6 +22,7 @@ from ._step import StepResult, clip_by_global_norm, global_norm, subtree, train_
 from ._loop import TrainResult, train
 from ._logging import read_metrics
 from ._lock import RunLock
+from ._state import resolve_checkpoint
 from ._profiling import maybe_profile
 
 # One import line per module above; everything public they import is exported.

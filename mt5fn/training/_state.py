@@ -124,6 +124,17 @@ def latest_checkpoint(out_dir: str, pointer: str = LATEST) -> str | None:
     return os.path.join(out_dir, name)
 
 
+def resolve_checkpoint(path: str) -> str:
+    """``path`` itself, or the checkpoint directory a pointer file (``OUT/latest``, ``OUT/best``) names."""
+    if os.path.isfile(path) and os.path.getsize(path) < 256:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            name = handle.read().strip()
+        target = os.path.join(os.path.dirname(path), name)
+        if name.startswith("step-") and os.sep not in name and os.path.isdir(target):
+            return target
+    return path
+
+
 def read_state(path: str) -> dict[str, Any]:
     """The trainer state of a checkpoint directory, with clear errors when it is damaged."""
     if not os.path.isdir(path):
