@@ -142,10 +142,11 @@ def test_dequantize_is_the_weights_the_forms_stand_for():
     assert wq.shape == params["encoder"]["blocks"][0]["attn"]["q"].shape and wq.dtype == torch.float32
 
 
-def test_load_pretrained_quantize_equals_quantize(tmp_path):
+@pytest.mark.parametrize("name", ["mt5", "t5-tied"])
+def test_load_pretrained_quantize_equals_quantize(tmp_path, name):
     """The documented save/load of an int8 model: save the float weights, re-quantize on load
-    (deterministic), and get exactly ``quantize`` of the loaded float tree."""
-    cfg = CONFIGS["mt5"]
+    (deterministic, tensor by tensor), and get exactly ``quantize`` of the loaded float tree."""
+    cfg = CONFIGS[name]
     params = mt5fn.init_params(cfg, seed=0)
     mt5fn.save_pretrained(params, cfg, tmp_path / "m")
     _, loaded = mt5fn.load_pretrained(tmp_path / "m", quantize="int8")

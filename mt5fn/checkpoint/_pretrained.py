@@ -49,7 +49,7 @@ import json
 import os
 import re
 import warnings
-from typing import Callable, Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor

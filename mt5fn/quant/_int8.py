@@ -38,6 +38,7 @@ from ..model import _validate as check
 
 SCHEMES = ("int8",)
 _QMAX = 127
+_CHUNK_ROWS = 8192
 
 
 def int8_compute_dtype(device: torch.device | str = "cpu") -> torch.dtype:
@@ -53,11 +54,17 @@ def int8_compute_dtype(device: torch.device | str = "cpu") -> torch.dtype:
 def quantize_weight(weight: Tensor, compute_dtype: torch.dtype | None = None) -> dict:
     """(out, in) float weight -> ``{"int8": (out, in) int8, "scale": (out,) compute_dtype}``."""
     compute_dtype = compute_dtype or int8_compute_dtype(weight.device)
+    q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)  # (out, in)
+    scale = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)  # (out,)
     with torch.no_grad():
-        w = weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / _QMAX  # (out,)
-        q = torch.round(w / scale[:, None]).clamp_(-_QMAX, _QMAX).to(torch.int8)  # (out, in)
-    return {INT8: q.contiguous(), SCALE: scale.to(compute_dtype)}
+        # In row chunks: the float temporaries stay small, so loading a large head straight into
+        # int8 (load_pretrained(..., quantize="int8")) never holds more than a chunk of it in float32.
+        for start in range(0, weight.shape[0], _CHUNK_ROWS):
+            rows = weight[start:start + _CHUNK_ROWS].detach().float()  # (c, in)
+            step = rows.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / _QMAX  # (c,)
+            q[start:start + _CHUNK_ROWS] = torch.round(rows / step[:, None]).clamp_(-_QMAX, _QMAX)
+            scale[start:start + _CHUNK_ROWS] = step
+    return {INT8: q, SCALE: scale.to(compute_dtype)}
 
 
 def is_quantized(params: Any) -> bool:
@@ -74,6 +81,15 @@ def is_quantized(params: Any) -> bool:
 # Projection keys: every other leaf (norms, tables, the embedding) stays in float.
 _ATTENTION = ("q", "k", "v", "o", "qkv")
 _MLP = ("wi", "wi_0", "wi_1", "wi_01", "wo")
+
+
+def is_projection_path(path: str) -> bool:
+    """True for the dotted pytree paths ``quantize`` turns into int8 forms (``decoder.blocks.0.mlp.wo``)."""
+    parts = path.split(".")
+    if path == "lm_head" or parts[-1] == "cross_kv":
+        return True
+    return len(parts) >= 2 and ((parts[-2] in ("attn", "self_attn", "cross_attn") and parts[-1] in _ATTENTION)
+                                or (parts[-2] == "mlp" and parts[-1] in _MLP))
 
 
 def _map_projections(params: dict, fn) -> dict:
