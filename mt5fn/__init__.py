@@ -15,7 +15,8 @@ pytree, model functions, module facade, boundary checks), ``decoding``
 
 from . import data, functional, lora, training
 from .checkpoint import from_hf_state_dict, load_pretrained, save_pretrained, to_hf_state_dict
-from .decoding import DecodeCache, GenerationConfig, decode_step, generate, init_cache, prepare_decoding
+from .decoding import (DecodeCache, GenerateOutput, GenerationConfig, decode_step, generate, init_cache,
+                       prepare_decoding, stream)
 from .model import (MT5Config, MT5Module, Scores, decode, encode, flatten_params, forward, init_params,
                     intermediates, lm_logits, loss, module_params, num_params, score, shift_right, tree_map,
                     unflatten_params)
@@ -27,6 +28,7 @@ __all__ = [
     "MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict",
     "data", "functional", "lora", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
     "DecodeCache", "GenerationConfig", "decode_step", "generate", "init_cache", "prepare_decoding",
+    "GenerateOutput", "stream",
     "to_hf_state_dict", "tree_map", "unflatten_params", "intermediates", "score", "Scores",
     "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer",
 ]

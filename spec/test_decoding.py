@@ -23,6 +23,16 @@
   the beam and is only dropped for K better prefixes, which could in principle
   all end worse. The property is what the search is for, and it held on every
   drawn model, 150 of them under the ``thorough`` profile.)
+* Scores are teacher-forced log-probabilities: without score processing,
+  ``generate(..., output_scores=True).scores`` holds, for each generated
+  token, ``log_softmax(forward(...))`` of that token given the ids before it
+  (0 after EOS); beam search's ``sequences_scores`` is their sum over
+  ``generated_length ** length_penalty``, greedy's and sampling's their sum.
+* ``stream`` is ``generate`` one step at a time: its yields stacked are
+  ``generate``'s generated columns, for greedy decoding and sampling alike.
+* Greedy decoding continues its own prefix: forcing its first k tokens as
+  ``decoder_input_ids`` and generating the rest reproduces its output; and
+  ``encoder_outputs=encode(...)`` decodes exactly as ``input_ids`` do.
 """
 
 from __future__ import annotations
@@ -271,3 +281,58 @@ def test_relayout_linear_equals_linear(out_features, in_features, rows, block, d
         assert linear_form(form) == "columns" and len(form["columns"]) == -(-out_features // block)
     elif dtype == torch.float32 and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         assert linear_form(form) == "onednn"
+
+
+# ------------------------------------------------------------------ scores, stream, prefixes
+def _teacher_forced(case: GenCase, sequences: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(N, generated) log p of each generated token given the ids before it, 0 after the row's EOS."""
+    mask = None if case.attention_mask is None else case.attention_mask[rows]
+    logits = mt5fn.forward(case.params, case.cfg, case.input_ids[rows], sequences[:, :-1], mask)
+    picked = torch.log_softmax(logits, -1).gather(-1, sequences[:, 1:, None])[..., 0]  # (N, generated)
+    lengths = torch.tensor([len(_generated(row, case.cfg)) for row in sequences])
+    kept = torch.arange(picked.shape[1])[None, :] < lengths[:, None]
+    return torch.where(kept, picked, 0.0), lengths
+
+
+@given(generation_cases(), st.sampled_from(["greedy", "beam"]), st.sampled_from([0.0, 0.7, 1.5]))
+def test_scores_are_teacher_forced_log_probabilities(case, method, length_penalty):
+    kwargs = dict(num_beams=3, num_return_sequences=2, length_penalty=length_penalty) if method == "beam" else {}
+    out = mt5fn.generate(case.params, case.cfg, case.input_ids, case.attention_mask,
+                         max_new_tokens=case.max_new_tokens, output_scores=True, **kwargs)
+    rows = torch.arange(case.input_ids.shape[0]).repeat_interleave(kwargs.get("num_return_sequences", 1))
+    expected, lengths = _teacher_forced(case, out.sequences, rows)
+    torch.testing.assert_close(out.scores, expected, rtol=1e-5, atol=1e-5)
+    total = out.scores.sum(1)
+    if method == "beam":
+        total = total / lengths.float() ** length_penalty
+    torch.testing.assert_close(out.sequences_scores, total, rtol=1e-5, atol=1e-5)
+
+
+@given(generation_cases(), st.integers(0, 2 ** 16), st.booleans(), st.sampled_from([1, 2]))
+def test_stream_is_generate_one_step_at_a_time(case, seed, sample, num_return_sequences):
+    kwargs = dict(do_sample=True, num_return_sequences=num_return_sequences) if sample else {}
+
+    def run(fn):
+        generator = torch.Generator().manual_seed(seed)
+        return fn(case.params, case.cfg, case.input_ids, case.attention_mask, max_new_tokens=case.max_new_tokens,
+                  generator=generator, **kwargs)
+
+    steps = list(run(mt5fn.stream))
+    assert torch.equal(torch.stack(steps, 1), run(mt5fn.generate)[:, 1:])
+
+
+@given(generation_cases(), st.integers(1, 4))
+def test_greedy_continues_its_own_prefix(case, k):
+    hidden = mt5fn.encode(case.params, case.cfg, case.input_ids, case.attention_mask)
+    out = mt5fn.generate(case.params, case.cfg, case.input_ids, case.attention_mask, max_new_tokens=case.max_new_tokens)
+    reused = mt5fn.generate(case.params, case.cfg, None, case.attention_mask, max_new_tokens=case.max_new_tokens,
+                            encoder_outputs=hidden)
+    assert torch.equal(reused, out)
+    for b in range(out.shape[0]):
+        row = out[b:b + 1, :1 + len(_generated(out[b], case.cfg))]  # this row alone, without trailing pad
+        if row.shape[1] - 1 <= k or k >= case.max_new_tokens:
+            continue
+        mask = None if case.attention_mask is None else case.attention_mask[b:b + 1]
+        continued = mt5fn.generate(case.params, case.cfg, case.input_ids[b:b + 1], mask,
+                                   max_new_tokens=case.max_new_tokens - k, decoder_input_ids=row[:, :1 + k])
+        assert torch.equal(continued, row)

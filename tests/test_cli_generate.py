@@ -112,3 +112,79 @@ def test_console_script_entry_point(checkpoint):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:-1] == _expected(checkpoint, TEXTS[1:2], max_new_tokens=5)
+
+
+# ------------------------------------------------------------------ --stream and --adapter
+class _Writes(io.StringIO):
+    """A stdout that remembers each write (streaming prints pieces before the line is complete)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pieces: list[str] = []
+
+    def write(self, text):
+        self.pieces.append(text)
+        return super().write(text)
+
+
+def test_stream_prints_the_generate_lines_piece_by_piece(checkpoint, monkeypatch):
+    out = _Writes()
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["generate", "--model", checkpoint[0], "--stream", "--max-new-tokens", "8", *TEXTS]) == 0
+    lines = out.getvalue().split("\n")[:-1]
+    assert lines == [_expected(checkpoint, [text], max_new_tokens=8)[0] for text in TEXTS]
+    assert len([piece for piece in out.pieces if piece.strip()]) > len(TEXTS)  # text arrived in pieces
+
+
+def test_stream_sampling_draws_input_after_input(checkpoint, capsys):
+    args = ["--stream", "--sample", "--top-k", "20", "--seed", "5", "--max-new-tokens", "6"]
+    assert main(["generate", "--model", checkpoint[0], *args, *TEXTS]) == 0
+    generator = torch.Generator().manual_seed(5)  # one generator, continued from input to input
+    expected = [_expected(checkpoint, [text], do_sample=True, top_k=20, max_new_tokens=6, generator=generator)[0]
+                for text in TEXTS]
+    assert _lines(capsys) == expected
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stream", "--num-beams", "3"], "--stream prints tokens as they are chosen, which beam search cannot"),
+    (["--stream", "--sample", "--num-return-sequences", "2"], "--stream prints one output per input"),
+])
+def test_stream_refusals(checkpoint, capsys, args, message):
+    assert main(["generate", "--model", checkpoint[0], *args, "hello"]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == "" and len(captured.err.splitlines()) == 1
+
+
+def _adapter(checkpoint, folder):
+    path, cfg, params, _ = checkpoint
+    ad = mt5fn.lora.init(params, cfg, rank=2, alpha=4, targets=("q", "v", "wo"), seed=1)
+    generator = torch.Generator().manual_seed(0)
+    for block in ad["decoder"]["blocks"]:
+        for sublayer in block.values():
+            for factors in sublayer.values():
+                factors["B"] = 2.0 * torch.randn(factors["B"].shape, generator=generator)
+    mt5fn.lora.save_adapter(ad, cfg, folder)
+    return mt5fn.lora.merge(params, ad, cfg)
+
+
+def test_adapter_is_loaded_and_merged(checkpoint, capsys, tmp_path):
+    merged = _adapter(checkpoint, tmp_path / "adapter")
+    for extra in ([], ["--stream"]):
+        assert main(["generate", "--model", checkpoint[0], "--adapter", str(tmp_path / "adapter"),
+                     "--max-new-tokens", "8", *extra, *TEXTS]) == 0
+        path, cfg, params, tokenizer = checkpoint
+        expected = _expected((path, cfg, merged, tokenizer), TEXTS, max_new_tokens=8)
+        assert _lines(capsys) == expected
+    assert expected != _expected(checkpoint, TEXTS, max_new_tokens=8)  # the adapter changes the outputs
+
+
+def test_bad_adapter_folders(checkpoint, capsys, tmp_path):
+    assert main(["generate", "--model", checkpoint[0], "--adapter", str(tmp_path / "nope"), "hello"]) == 1
+    assert "mt5fn generate: error:" in capsys.readouterr().err
+    _adapter(checkpoint, tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    config["use_dora"] = True
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    assert main(["generate", "--model", checkpoint[0], "--adapter", str(tmp_path / "adapter"), "hello"]) == 1
+    captured = capsys.readouterr()
+    assert "use_dora=True" in captured.err and len(captured.err.splitlines()) == 1 and captured.out == ""

@@ -111,3 +111,68 @@ def test_thread_setting_is_restored_and_its_override_checked(monkeypatch):
     with pytest.raises(ValueError, match="MT5FN_DECODE_LOOP_THREADS must be an int, got 'two'"):
         mt5fn.generate(PARAMS, CFG, IDS, max_new_tokens=2)
     assert torch.get_num_threads() == before
+
+
+# ------------------------------------------------------------------ encoder outputs, prefixes, scores, stream
+HIDDEN = mt5fn.encode(PARAMS, CFG, IDS)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(encoder_outputs=HIDDEN[..., :4]), ValueError,
+     r"encoder_outputs must have shape \(batch, length, d_model=8\), got shape \(2, 5, 4\)"),
+    (dict(encoder_outputs=HIDDEN.double()), TypeError,
+     r"encoder_outputs has dtype torch.float64 but the parameters have torch.float32"),
+    (dict(encoder_outputs=HIDDEN.long()), TypeError, r"encoder_outputs must be a floating tensor"),
+    (dict(encoder_outputs=HIDDEN[:, :3]), ValueError,
+     r"input_ids has shape \(2, 5\) but encoder_outputs has \(batch, length\) \(2, 3\)"),
+    (dict(encoder_outputs=HIDDEN[:0], input_ids=None), ValueError, r"encoder_outputs must hold at least one row"),
+    (dict(encoder_outputs=HIDDEN, input_ids=None, attention_mask=torch.ones(2, 4)), ValueError,
+     r"attention_mask must have the shape of encoder_outputs\[\.\.\., 0\] \(2, 5\)"),
+    (dict(input_ids=None), ValueError, r"input_ids must be given \(or the encoder output as encoder_outputs=\)"),
+    (dict(decoder_input_ids=torch.tensor([[3, 4]])), ValueError,
+     r"decoder_input_ids has batch size 1 but the input has 2"),
+    (dict(decoder_input_ids=torch.tensor([[0, 4], [5, 6]])), ValueError,
+     r"some rows begin with decoder_start_token_id=0 and rows \[1\] do not"),
+    (dict(decoder_input_ids=torch.tensor([[3, 40], [5, 6]])), ValueError,
+     r"decoder_input_ids must lie in \[0, vocab_size=40\), got value 40"),
+    (dict(decoder_input_ids=torch.tensor([3, 4])), ValueError, r"decoder_input_ids must have shape \(batch, length\)"),
+    (dict(output_scores=1), ValueError, r"output_scores must be a bool, got 1"),
+])
+def test_bad_encoder_outputs_prefixes_and_scores_raise_before_any_work(kwargs, error, match):
+    call = dict(input_ids=IDS, max_new_tokens=3) | kwargs
+    with mock.patch("mt5fn.decoding._generate.encode", side_effect=AssertionError("work started")):
+        with pytest.raises(error, match=match):
+            mt5fn.generate(PARAMS, CFG, **call)
+        with pytest.raises(error, match=match):
+            mt5fn.stream(PARAMS, CFG, **call)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_beams=2), r"stream decodes greedily or by sampling; num_beams=2 asks for beam search"),
+    (dict(output_scores=True), r"stream yields tokens only; output_scores=True is a generate setting"),
+    (dict(max_new_tokens=0), r"max_new_tokens must be an int >= 1, got 0"),
+    (dict(generator=1), r"generator must be a torch.Generator or None, got int"),
+])
+def test_stream_refuses_before_the_first_step(kwargs, match):
+    with mock.patch("mt5fn.decoding._generate.encode", side_effect=AssertionError("work started")):
+        with pytest.raises(ValueError, match=match):
+            mt5fn.stream(PARAMS, CFG, IDS, **(dict(max_new_tokens=3) | kwargs))
+
+
+def test_stream_leaves_no_state_between_steps():
+    before = torch.get_num_threads()
+    steps = mt5fn.stream(PARAMS, CFG, IDS, max_new_tokens=3, min_new_tokens=3)
+    for tokens in steps:
+        assert not torch.is_inference_mode_enabled() and torch.get_num_threads() == before
+        assert tokens.shape == (2,)
+
+
+def test_output_scores_result_and_generation_config_round_trip():
+    out = mt5fn.generate(PARAMS, CFG, IDS, max_new_tokens=3, output_scores=True)
+    assert isinstance(out, mt5fn.GenerateOutput) and out.sequences.shape[0] == 2
+    assert out.scores.shape == (2, out.sequences.shape[1] - 1) and out.scores.dtype == torch.float32
+    gc = mt5fn.GenerationConfig(max_new_tokens=3, output_scores=True)
+    assert gc.to_hf()["return_dict_in_generate"] is True
+    assert mt5fn.GenerationConfig.from_hf(gc.to_hf()).output_scores is True
+    # without return_dict_in_generate transformers returns ids alone too
+    assert mt5fn.GenerationConfig.from_hf({"output_scores": True}).output_scores is False

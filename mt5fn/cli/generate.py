@@ -6,6 +6,11 @@ decodes greedily, with beam search (``--num-beams``) or by sampling
 and prints each decoded output on its own line, in input order
 (``--num-return-sequences`` outputs per input, best first). Without texts on
 the command line, each line of standard input is one text.
+
+``--stream`` prints each output as it is generated, one input at a time
+(greedy or sampled; ``mt5fn.stream``). ``--adapter DIR`` loads a PEFT LoRA
+adapter folder onto the base model and merges it (``mt5fn.lora``) before
+decoding (and before ``--quantize``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quantize", choices=("int8",), default=None,
                         help="int8 weights (mt5fn.quantize: weight-only, per-channel scales), quantized on load")
     parser.add_argument("--device", default="cpu", help="torch device (cpu)")
+    parser.add_argument("--adapter", metavar="DIR", default=None,
+                        help="a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) merged "
+                             "into the model")
+    parser.add_argument("--stream", action="store_true",
+                        help="print each output as it is generated, one input at a time (greedy or sampling)")
     parser.add_argument("--profile", metavar="TRACE_DIR", default=None,
                         help="write a torch.profiler trace of decoding steps 3-5 to TRACE_DIR")
     parser.set_defaults(func=run)
@@ -52,11 +62,55 @@ def _batches(texts: list[str], size: int) -> Iterator[list[str]]:
         yield texts[start:start + size]
 
 
+def _load(args: argparse.Namespace) -> tuple:
+    """The model (``--adapter`` merged, then ``--quantize``), laid out for decoding."""
+    from ..checkpoint import load_pretrained
+    from ..decoding import prepare_decoding
+    from ..lora import load_adapter, merge
+    from ..quant import quantize
+
+    if args.adapter is None:
+        cfg, params = load_pretrained(args.model, dtype=args.dtype, device=args.device, quantize=args.quantize)
+    else:
+        cfg, params = load_pretrained(args.model, dtype=args.dtype, device=args.device)
+        params = merge(params, load_adapter(args.adapter, params, cfg), cfg)
+        if args.quantize is not None:
+            params = quantize(params, cfg, args.quantize)
+    # one decoding layout for every batch (as a CTranslate2 user holds a converted model)
+    rows = 1 if args.stream else args.batch_size * max(args.num_beams, args.num_return_sequences)
+    return cfg, prepare_decoding(params, cfg, rows=rows)
+
+
+def _ticking(steps: Iterator, tick) -> Iterator:
+    """``steps``, calling ``tick()`` after each (the profiler's step, as ``on_step`` in batch mode)."""
+    for step in steps:
+        tick()
+        yield step
+
+
+def _streamed(tokens: Iterator, tokenizer, out) -> None:
+    """Print the text of ``tokens`` (an iterator of (1,) steps) as it grows, then a newline.
+
+    Text is printed once it is stable: the decoded prefix must not change under later tokens (an
+    incomplete UTF-8 byte sequence decodes to U+FFFD until its last byte arrives)."""
+    ids: list[int] = []
+    shown = ""
+    for step in tokens:
+        ids.append(int(step[0]))
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if text.startswith(shown) and not text.endswith("\ufffd"):
+            out.write(text[len(shown):])
+            out.flush()
+            shown = text
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    out.write((text[len(shown):] if text.startswith(shown) else "") + "\n")
+    out.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import load_pretrained
-    from ..decoding import GenerationConfig, decode_tokens, prepare_decoding
+    from ..decoding import GenerationConfig, decode_tokens, stream
     from ..tokenizer import Tokenizer
     from ..training import maybe_profile
 
@@ -74,10 +128,14 @@ def run(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         gc = GenerationConfig(**options)  # bad options fail before loading
+        if args.stream and args.num_beams > 1:
+            raise ValueError(f"--stream prints tokens as they are chosen, which beam search cannot "
+                             f"(--num-beams {args.num_beams}); use greedy decoding or --sample")
+        if args.stream and args.num_return_sequences > 1:
+            raise ValueError(f"--stream prints one output per input; --num-return-sequences "
+                             f"{args.num_return_sequences} needs the batch output (drop --stream)")
         tokenizer = Tokenizer.from_pretrained(args.model)
-        cfg, params = load_pretrained(args.model, dtype=args.dtype, device=args.device, quantize=args.quantize)
-        # one decoding layout for every batch (as a CTranslate2 user holds a converted model)
-        params = prepare_decoding(params, cfg, rows=args.batch_size * max(args.num_beams, args.num_return_sequences))
+        cfg, params = _load(args)
     except (OSError, ValueError, TypeError, RuntimeError) as error:
         return fail(error)
     if len(tokenizer) > cfg.vocab_size:
@@ -86,6 +144,13 @@ def run(args: argparse.Namespace) -> int:
     texts = args.texts if args.texts else [line.rstrip("\r\n") for line in sys.stdin]
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     with maybe_profile(args.profile) as profile_step:
+        if args.stream:
+            for text in texts:
+                encoded = tokenizer.batch_encode([text], padding=True)
+                steps = stream(params, cfg, encoded["input_ids"].to(args.device),
+                               encoded["attention_mask"].to(args.device), gc, generator=generator)
+                _streamed(_ticking(steps, profile_step), tokenizer, sys.stdout)
+            return 0
         for batch in _batches(texts, args.batch_size):
             encoded = tokenizer.batch_encode(batch, padding=True)
             ids = encoded["input_ids"].to(args.device)

@@ -1,19 +1,37 @@
 """``generate``: greedy, sampling and beam-search decoding for the T5 family.
 
-The input is encoded once; the decoder then runs one cached step per token
-(``_cache.step_hidden``, i.e. ``functional.decoder_block`` with the cache as
-an argument) on a ``prepare_decoding`` tree, writing its K/V cache in place.
-Token choice lives in ``_sampling`` (greedy / sampling) and ``_beam_search``;
-score processing in ``_logits_processors``. The output layout is
-transformers': the decoder start token first, then the generated tokens,
-``pad_token_id`` after a row's EOS, and only as many columns as the longest
-row needs.
+The input is encoded once (or its encoder output is passed in, ``encoder_outputs``);
+the decoder then runs one cached step per token (``_cache.step_hidden``, i.e.
+``functional.decoder_block`` with the cache as an argument) on a
+``prepare_decoding`` tree, writing its K/V cache in place. The first step
+feeds the whole decoder prefix -- the start token, or a forced
+``decoder_input_ids`` prefix -- as one cached chunk. Token choice lives in
+``_sampling`` (greedy / sampling) and ``_beam_search``; score processing in
+``_logits_processors``. The output layout is transformers': the decoder
+prefix first, then the generated tokens, ``pad_token_id`` after a row's EOS,
+and only as many columns as the longest row needs.
+
+With ``output_scores`` the result is a ``GenerateOutput`` (``sequences``,
+``scores``, ``sequences_scores``):
+
+* greedy / sampling: ``scores[n, t]`` is the log-probability of the t-th
+  generated token under the processed distribution the token was chosen from
+  (after the repetition penalty, n-gram ban, minimum length, temperature,
+  top-k, top-p): transformers' ``compute_transition_scores(sequences,
+  scores, normalize_logits=True)``; 0 after a row's EOS. ``sequences_scores``
+  is their sum: the row's log-probability under those distributions (no
+  length penalty).
+* beam search: ``scores[n, t]`` is the processed log-probability that token
+  added to the hypothesis' beam score (transformers'
+  ``compute_transition_scores(sequences, scores, beam_indices)``), 0 after
+  its end; ``sequences_scores`` is the final beam score, ``sum(scores) /
+  generated_length ** length_penalty``: transformers' ``sequences_scores``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,17 +39,25 @@ from torch import Tensor
 from ..model import MT5Config, encode, lm_logits
 from ..model import _preflight as preflight
 from ..model import _validate as check
-from ._beam_search import beam_loop
+from ._beam_search import Reorder, beam_loop
 from ._cache import build_cache, distance_bias, step_hidden
 from ._generation_config import GenerationConfig
 from ._logits_processors import Processing
 from ._prepare import is_prepared, one_call_min_numel, prepare_decoding
-from ._sampling import sample_loop
+from ._sampling import Step, sample_loop
 from ._threads import intra_op_threads, loop_threads
 
 # The encoder of an input this large (batch x tokens) runs on all of torch's threads: its products
 # are big enough to split. Below it, a parallel region costs more than it saves (see loop_threads).
 _ENCODER_ROWS_FOR_ALL_THREADS = 256
+
+
+class GenerateOutput(NamedTuple):
+    """What ``generate(..., output_scores=True)`` returns (see the module docstring)."""
+
+    sequences: Tensor  # (N, P + generated) ids, P = decoder prefix length (1: the start token)
+    scores: Tensor  # (N, generated) float32 log-probability of each generated token, 0 after EOS
+    sequences_scores: Tensor  # (N,) float32
 
 
 def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -> GenerationConfig:
@@ -60,76 +86,184 @@ def _check_generator(generator: Any) -> None:
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
-def generate(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None = None,
+def check_source(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None,
+                 encoder_outputs: Tensor | None) -> Tensor:
+    """Validate the source side; returns a (B, S) tensor of its shape (the ids, or a view of the
+    encoder output) for the checks that follow."""
+    device = check.params_device(params)
+    if encoder_outputs is None:
+        if input_ids is None:
+            raise ValueError("input_ids must be given (or the encoder output as encoder_outputs=), got None")
+        check.check_ids("input_ids", input_ids, cfg, min_batch=1, device=device)
+        check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
+        return input_ids
+    check.check_hidden("encoder_outputs", encoder_outputs, cfg, params)
+    if encoder_outputs.shape[0] == 0:
+        raise ValueError(f"encoder_outputs must hold at least one row, got shape {tuple(encoder_outputs.shape)}")
+    source = encoder_outputs[..., 0]  # (B, S)
+    if input_ids is not None:
+        check.check_ids("input_ids", input_ids, cfg, min_batch=1, device=device)
+        if tuple(input_ids.shape) != tuple(source.shape):
+            raise ValueError(f"input_ids has shape {tuple(input_ids.shape)} but encoder_outputs has (batch, length) "
+                             f"{tuple(source.shape)}; pass the ids the encoder output was computed from, or None")
+    check.check_mask("attention_mask", attention_mask, source, "encoder_outputs[..., 0]")
+    return source
+
+
+def decoder_prefix(cfg: MT5Config, decoder_input_ids: Tensor | None, batch: int,
+                   device: torch.device) -> Tensor:
+    """The (B, P) decoder ids every row starts from, as transformers forms them: the start token alone,
+    or ``decoder_input_ids`` with ``decoder_start_token_id`` put in front when no row begins with it."""
+    start = cfg.decoder_start_token_id
+    if decoder_input_ids is None:
+        return torch.full((batch, 1), start, dtype=torch.long, device=device)
+    check.check_ids("decoder_input_ids", decoder_input_ids, cfg, device=device)
+    if decoder_input_ids.shape[0] != batch:
+        raise ValueError(f"decoder_input_ids has batch size {decoder_input_ids.shape[0]} but the input has {batch} "
+                         "(one prefix per input; beams and returned sequences repeat it)")
+    ids = decoder_input_ids.long()
+    starts = ids[:, 0] == start
+    if not bool(starts.any()):
+        return torch.cat([torch.full((batch, 1), start, dtype=torch.long, device=device), ids], dim=1)
+    if not bool(starts.all()):
+        rows = torch.nonzero(~starts)[:, 0].tolist()
+        raise ValueError(f"decoder_input_ids: some rows begin with decoder_start_token_id={start} and rows {rows} "
+                         "do not; give it in front of every row or of none (then it is added)")
+    return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One validated decoding call."""
+
+    gc: GenerationConfig
+    prefix: Tensor  # (B, P)
+    batch: int
+
+
+def validate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None,
+             config: GenerationConfig | None, generator: Any, encoder_outputs: Tensor | None,
+             decoder_input_ids: Tensor | None, overrides: dict[str, Any]) -> Request:
+    """Every check of ``generate`` / ``stream``, before any work."""
+    check.check_config(cfg)
+    check.check_params(params, cfg, need_decoder=True)
+    source = check_source(params, cfg, input_ids, attention_mask, encoder_outputs)
+    gc = resolve_config(config, overrides)
+    _check_generator(generator)
+    prefix = decoder_prefix(cfg, decoder_input_ids, source.shape[0], check.params_device(params))
+    return Request(gc, prefix, source.shape[0])
+
+
+def generate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None = None,
              config: GenerationConfig | None = None, *, generator: torch.Generator | None = None,
-             **overrides: Any) -> Tensor:
-    """Decode continuations of ``input_ids`` (B, S); returns (B * num_return_sequences, 1 + n) token ids.
+             encoder_outputs: Tensor | None = None, decoder_input_ids: Tensor | None = None,
+             **overrides: Any) -> Tensor | GenerateOutput:
+    """Decode continuations of ``input_ids`` (B, S); returns (B * num_return_sequences, P + n) token ids.
 
     The settings are ``config`` (a ``GenerationConfig``) with keyword
     ``overrides`` of its fields (``max_new_tokens=32, num_beams=4``, ...);
-    sampling draws from ``generator``. Column 0 is ``decoder_start_token_id``;
-    rows end at EOS and are padded with ``pad_token_id``; there are as few
-    columns as the longest row needs.
+    sampling draws from ``generator``. Each row starts with the decoder prefix
+    -- ``decoder_start_token_id`` (P = 1), or ``decoder_input_ids`` (B, P0)
+    forced as transformers forces it (the start token is put in front when no
+    row begins with it) -- followed by at most ``max_new_tokens`` generated
+    tokens; rows end at EOS and are padded with ``pad_token_id``; there are
+    as few columns as the longest row needs.
+
+    ``encoder_outputs`` (B, S, d_model), e.g. ``mt5fn.encode(...)``, is used
+    instead of encoding again (``input_ids`` may then be None; the encoder's
+    ``attention_mask`` still masks the source). ``output_scores=True``
+    returns a ``GenerateOutput`` (module docstring).
 
     ``params`` may be a ``prepare_decoding`` tree: hold one for repeated
     calls. Plain parameters are prepared for this call alone (the cost is in
     the README's generation table) and nothing is remembered afterwards.
     """
-    check.check_config(cfg)
-    check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("input_ids", input_ids, cfg, min_batch=1, device=check.params_device(params))
-    check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
-    gc = resolve_config(config, overrides)
-    _check_generator(generator)
-    return decode_tokens(params, cfg, input_ids, attention_mask, gc, generator=generator)
+    request = validate(params, cfg, input_ids, attention_mask, config, generator, encoder_outputs,
+                       decoder_input_ids, overrides)
+    return decode_tokens(params, cfg, input_ids, attention_mask, request.gc, generator=generator,
+                         encoder_outputs=encoder_outputs, prefix=request.prefix)
 
 
-def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
-                  gc: GenerationConfig, *, generator: torch.Generator | None = None,
-                  beam_search: bool | None = None, on_step: Callable[[], None] | None = None) -> Tensor:
-    """``generate`` after validation. ``beam_search`` forces the loop (None: beams when ``num_beams > 1``),
-    so one-beam beam search stays reachable for the specification; ``on_step`` is called after every
-    decoder step (the command line's profiler)."""
-    beam_search = gc.num_beams > 1 if beam_search is None else beam_search
-    preflight.check_generate(params, cfg, input_ids, attention_mask, max_new_tokens=gc.max_new_tokens,
-                             num_beams=gc.num_beams, num_return_sequences=gc.num_return_sequences,
-                             beam_search=beam_search)
-    batch, device = input_ids.shape[0], input_ids.device
-    repeat = gc.num_beams if beam_search else gc.num_return_sequences
-    rows = batch * repeat
-    spec = processing(cfg, gc)
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+    """A started decoding: ``step`` feeds new ids (N, T) and returns the next-token logits (N, V);
+    ``reorder`` moves rows (beam search); the loop runs on ``step_threads`` intra-op threads."""
 
-    # The per-step work outside the LM head runs on few intra-op threads, the head and a large
-    # encoder on all of torch's (see _threads.loop_threads: tiny parallel regions stall a busy CPU).
+    step: Step
+    reorder: Reorder
+    step_threads: int
+
+
+def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None,
+                   gc: GenerationConfig, *, repeat: int, prefix_length: int, encoder_outputs: Tensor | None = None,
+                   on_step: Callable[[], None] | None = None) -> Decoder:
+    """Encode (unless ``encoder_outputs``), lay out the weights and build the cache for rows repeated
+    ``repeat`` times. Call under ``torch.inference_mode()``."""
     all_threads = torch.get_num_threads()
     step_threads = loop_threads() or all_threads
-    encoder_threads = all_threads if input_ids.numel() >= _ENCODER_ROWS_FOR_ALL_THREADS else step_threads
-    with torch.inference_mode():
+    if encoder_outputs is None:
+        encoder_threads = all_threads if input_ids.numel() >= _ENCODER_ROWS_FOR_ALL_THREADS else step_threads
         with intra_op_threads(encoder_threads):
             encoder_hidden = encode(params, cfg, input_ids, attention_mask)  # (B, S, d)
-        with intra_op_threads(step_threads):
-            weights = params if is_prepared(params) else prepare_decoding(
-                params, cfg, rows=rows, min_numel=one_call_min_numel(rows, gc.max_new_tokens))
-            cache = build_cache(weights, cfg, encoder_hidden, attention_mask, gc.max_new_tokens, repeat=repeat)
-            distances = distance_bias(weights, cfg, gc.max_new_tokens)
+    else:
+        encoder_hidden = encoder_outputs
+    rows = encoder_hidden.shape[0] * repeat
+    slots = prefix_length - 1 + gc.max_new_tokens  # ids fed: the prefix, then all generated tokens but the last
+    with intra_op_threads(step_threads):
+        weights = params if is_prepared(params) else prepare_decoding(
+            params, cfg, rows=rows, min_numel=one_call_min_numel(rows, gc.max_new_tokens))
+        cache = build_cache(weights, cfg, encoder_hidden, attention_mask, slots, repeat=repeat)
+        distances = distance_bias(weights, cfg, slots)
+    position = 0
 
-            def step(tokens: Tensor, t: int) -> Tensor:
-                nonlocal cache
-                hidden, cache = step_hidden(weights, cfg, cache, tokens[:, None], inplace=True, position=t,
-                                            distances=distances)
-                with intra_op_threads(all_threads):
-                    logits = lm_logits(weights, cfg, hidden)  # (N, 1, V)
-                if on_step is not None:
-                    on_step()
-                return logits[:, 0]  # (N, V)
+    def step(tokens: Tensor) -> Tensor:
+        nonlocal cache, position
+        hidden, cache = step_hidden(weights, cfg, cache, tokens, inplace=True, position=position,
+                                    distances=distances)  # (N, T, d)
+        position += tokens.shape[1]
+        with intra_op_threads(all_threads):
+            logits = lm_logits(weights, cfg, hidden[:, -1:])  # (N, 1, V)
+        if on_step is not None:
+            on_step()
+        return logits[:, 0]  # (N, V)
 
-            def reorder(source_rows: Tensor, t: int) -> None:
-                # Beams move between rows of the same input only, so the cross K/V need no reordering.
-                nonlocal cache
-                cache = dataclasses.replace(cache, self_key=cache.self_key.index_select(1, source_rows),
-                                            self_value=cache.self_value.index_select(1, source_rows))
+    def reorder(source_rows: Tensor) -> None:
+        # Beams move between rows of the same input only, so the cross K/V need no reordering.
+        nonlocal cache
+        cache = dataclasses.replace(cache, self_key=cache.self_key.index_select(1, source_rows),
+                                    self_value=cache.self_value.index_select(1, source_rows))
 
+    return Decoder(step, reorder, step_threads)
+
+
+def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None,
+                  gc: GenerationConfig, *, generator: torch.Generator | None = None,
+                  beam_search: bool | None = None, on_step: Callable[[], None] | None = None,
+                  encoder_outputs: Tensor | None = None, prefix: Tensor | None = None) -> Tensor | GenerateOutput:
+    """``generate`` after validation. ``beam_search`` forces the loop (None: beams when ``num_beams > 1``),
+    so one-beam beam search stays reachable for the specification; ``on_step`` is called after every
+    decoder step (the command line's profiler); ``prefix``: ``decoder_prefix``'s (B, P) ids."""
+    beam_search = gc.num_beams > 1 if beam_search is None else beam_search
+    source = input_ids if encoder_outputs is None else encoder_outputs[..., 0]  # (B, S)
+    preflight.check_generate(params, cfg, source, attention_mask, max_new_tokens=gc.max_new_tokens,
+                             num_beams=gc.num_beams, num_return_sequences=gc.num_return_sequences,
+                             beam_search=beam_search)
+    batch = source.shape[0]
+    if prefix is None:
+        prefix = decoder_prefix(cfg, None, batch, source.device)
+    repeat = gc.num_beams if beam_search else gc.num_return_sequences
+    spec = processing(cfg, gc)
+    with torch.inference_mode():
+        decoder = start_decoding(params, cfg, input_ids, attention_mask, gc, repeat=repeat,
+                                 prefix_length=prefix.shape[1], encoder_outputs=encoder_outputs, on_step=on_step)
+        with intra_op_threads(decoder.step_threads):
             if beam_search:
-                return beam_loop(step, reorder, cfg, spec, batch, gc.num_beams, gc.max_new_tokens,
-                                 gc.length_penalty, gc.early_stopping, gc.num_return_sequences, generator, device)
-            return sample_loop(step, cfg, spec, rows, gc.max_new_tokens, generator, device)
+                result = beam_loop(decoder.step, decoder.reorder, cfg, spec, prefix, gc.num_beams,
+                                   gc.max_new_tokens, gc.length_penalty, gc.early_stopping, gc.num_return_sequences,
+                                   generator, output_scores=gc.output_scores)
+                return GenerateOutput(*result) if gc.output_scores else result.sequences
+            sequences, scores = sample_loop(decoder.step, cfg, spec, prefix.repeat_interleave(repeat, dim=0),
+                                            gc.max_new_tokens, generator, output_scores=gc.output_scores)
+            if gc.output_scores:
+                return GenerateOutput(sequences, scores, scores.sum(dim=1))
+            return sequences

@@ -28,6 +28,8 @@ class GenerationConfig:
     (True / False / "never"), returning the ``num_return_sequences`` best.
     ``min_new_tokens`` bans EOS until that many tokens exist;
     ``repetition_penalty`` and ``no_repeat_ngram_size`` act on the decoder ids.
+    ``output_scores``: ``generate`` returns ``(sequences, scores, sequences_scores)``
+    (``mt5fn.decoding.GenerateOutput``) instead of the ids alone.
     """
 
     max_new_tokens: int | None = None
@@ -42,6 +44,7 @@ class GenerationConfig:
     num_return_sequences: int = 1
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    output_scores: bool = False
 
     def __post_init__(self) -> None:
         def fix(name: str, value: Any) -> None:
@@ -53,6 +56,7 @@ class GenerationConfig:
         check.check_int("num_return_sequences", self.num_return_sequences, 1)
         check.check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
         check.check_bool("do_sample", self.do_sample)
+        check.check_bool("output_scores", self.output_scores)
         fix("temperature", check.check_real("temperature", self.temperature))
         if self.do_sample and self.temperature <= 0.0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature!r} "
@@ -92,7 +96,8 @@ class GenerationConfig:
     def from_hf(cls, config: Mapping[str, Any] | str | os.PathLike) -> "GenerationConfig":
         """From a ``generation_config.json`` (a path, or its dict). Keys mt5fn does not use are ignored,
         and so are nulls. Without ``max_new_tokens``, a ``max_length`` counts the decoder start token as
-        transformers does for encoder-decoders: ``max_new_tokens = max_length - 1``."""
+        transformers does for encoder-decoders: ``max_new_tokens = max_length - 1``. ``output_scores``
+        counts only with ``return_dict_in_generate`` (without it transformers returns the ids alone too)."""
         if isinstance(config, (str, os.PathLike)):
             config = read_json(config)
         if not isinstance(config, Mapping):
@@ -102,8 +107,13 @@ class GenerationConfig:
         length = config.get("max_length")
         if "max_new_tokens" not in values and isinstance(length, int) and not isinstance(length, bool) and length > 1:
             values["max_new_tokens"] = length - 1
+        if values.get("output_scores") is True and config.get("return_dict_in_generate") is not True:
+            values.pop("output_scores")
         return cls(**values)
 
     def to_hf(self) -> dict[str, Any]:
         """A ``generation_config.json`` dict (None fields left out)."""
-        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+        values = {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+        if self.output_scores:
+            values["return_dict_in_generate"] = True
+        return values

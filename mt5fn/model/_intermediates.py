@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from . import _preflight as preflight
 from . import _validate as check
 from ._config import MT5Config
 from ._model import _decode, _embed_pair, _encode, lm_logits
@@ -52,11 +53,14 @@ def intermediates(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input
     """
     check.check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("input_ids", input_ids, cfg)
+    device = check.params_device(params)
+    check.check_ids("input_ids", input_ids, cfg, device=device)
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
-    check.check_ids("decoder_input_ids", decoder_input_ids, cfg)
+    check.check_ids("decoder_input_ids", decoder_input_ids, cfg, device=device)
     check.check_same_batch("decoder_input_ids", decoder_input_ids, input_ids, "input_ids")
     check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
+    preflight.check_seq2seq(params, cfg, input_ids, decoder_input_ids, attention_mask, call="intermediates",
+                            decoder_name="decoder_input_ids", logits="full")
 
     encoder_seen, encoder_observe = _recorder()
     decoder_seen, decoder_observe = _recorder()

@@ -34,8 +34,8 @@ def score(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, atten
     """
     check.check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("input_ids", input_ids, cfg)
-    check.check_ids("labels", labels, cfg, allow_ignore=True)
+    check.check_ids("input_ids", input_ids, cfg, device=check.params_device(params))
+    check.check_ids("labels", labels, cfg, allow_ignore=True, device=check.params_device(params))
     check.check_same_batch("labels", labels, input_ids, "input_ids")
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
     check.check_mask("decoder_attention_mask", decoder_attention_mask, labels, "labels")
