@@ -63,6 +63,13 @@ def test_config_that_is_not_json(ckpt):
     expect(ckpt, ValueError, ckpt / "config.json", "not valid JSON")
 
 
+def test_binary_config_and_index_name_the_file(ckpt, sharded):
+    (ckpt / "config.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff binary")
+    expect(ckpt, ValueError, ckpt / "config.json", "not UTF-8 text")
+    (sharded / "model.safetensors.index.json").write_bytes(b"{\"weight_map\": \xff}")
+    expect(sharded, ValueError, sharded / "model.safetensors.index.json", "not UTF-8 text")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_truncated_or_corrupt_safetensors(ckpt, damage):
     file = ckpt / "model.safetensors"
