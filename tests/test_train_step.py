@@ -279,3 +279,29 @@ def test_a_trainable_subset_gets_gradients_and_optimizer_state_alone():
         train_step(params, CFG, batch, trainable=lambda path: False)
     with pytest.raises(TypeError, match="trainable must be"):
         train_step(params, CFG, batch, trainable=3)
+
+
+def test_lora_adapters_train_alone():
+    """trainable=<adapter pytree>: gradients of the A / B factors only (the base weights and the
+    adapters' alpha / dropout settings are frozen), equal to torch.func.grad through lora.apply."""
+    params = mt5fn.init_params(CFG, seed=14)
+    adapters = mt5fn.lora.init(params, CFG, rank=2, alpha=4.0, targets=("q", "v", "wo"), seed=3)
+    adapters = mt5fn.tree_map(lambda t: t + 0.01 if t.dim() == 2 else t, adapters)  # B != 0: all grads flow
+    batch = collate(_examples(16, 3))
+    result = train_step(params, CFG, batch, trainable=adapters)
+    flat = mt5fn.flatten_params(result.grads)
+    factors = {p for p in mt5fn.flatten_params(adapters) if mt5fn.lora.is_trainable(p)}
+    assert set(flat) == factors and "alpha" not in flat
+    tokens = int((batch["labels"] != -100).sum())
+
+    def loss_of(ad):
+        return mt5fn.loss(mt5fn.lora.apply(params, ad, CFG), CFG, batch["input_ids"], batch["labels"],
+                          batch["attention_mask"], reduction="sum") / tokens
+
+    expected = mt5fn.flatten_params(torch.func.grad(loss_of)(adapters))
+    for path in factors:
+        torch.testing.assert_close(flat[path], expected[path], rtol=1e-5, atol=1e-7)
+    optimizer = make_optimizer(adapters, "adamw", lr=1e-2, trainable=mt5fn.lora.is_trainable)
+    alpha = adapters["alpha"].clone()
+    apply_gradients(optimizer, adapters, result.grads)
+    assert torch.equal(adapters["alpha"], alpha) and len(optimizer.state) == len(factors)

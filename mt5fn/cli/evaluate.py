@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _fail(str(error))
     args.model = resolve_checkpoint(args.model)  # OUT/best and OUT/latest name a step directory
+    args.adapter = resolve_checkpoint(args.adapter) if args.adapter else None
     try:
         cfg, params = load_pretrained(args.model)
     except (OSError, ValueError, KeyError) as error:

@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     lora = parser.add_argument_group("LoRA (train an adapter only; checkpoints are PEFT adapters)")
     lora.add_argument("--lora", dest="lora_rank", type=int, default=None, metavar="RANK", help="adapter rank")
-    lora.add_argument("--lora-alpha", type=float, default=None, help="scale alpha / rank (default alpha: the rank)")
+    lora.add_argument("--lora-alpha", type=float, default=None, help="scale alpha / rank (default alpha: 2 x the rank)")
     lora.add_argument("--lora-targets", type=_targets, default=("q", "v"), metavar="q,k,v,o,wi,wo",
                       help="projections that get adapters (default q,v)")
     lora.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")

@@ -22,7 +22,7 @@ MODES = ("span", "supervised")
 OPTIMIZERS = ("adamw", "adafactor")
 EVAL_METRICS = ("eval_loss", "eval_exact_match", "eval_bleu", "eval_chrf")
 GENERATION_METRICS = EVAL_METRICS[1:]
-LORA_TARGETS = ("q", "k", "v", "o", "wi", "wo")
+LORA_TARGETS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
 MAX_SEED = 2 ** 63 - 1
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
@@ -108,7 +108,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     # LoRA
     lora_rank: int | None = None
-    lora_alpha: float | None = None  # default: the rank (scale 1)
+    lora_alpha: float | None = None  # default: 2 x the rank (scale 2)
     lora_targets: tuple[str, ...] = ("q", "v")
     lora_dropout: float = 0.0
 

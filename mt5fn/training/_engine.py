@@ -62,8 +62,16 @@ class LocalEngine:
         assert self.optimizer is not None
         apply_gradients(self.optimizer, self.trained, result.grads)
 
+    def trained_leaves(self) -> list[torch.Tensor]:
+        """The leaves the optimizer updates (an adapter's A / B factors, not its alpha / dropout)."""
+        if self.adapters is None:
+            return list(iter_leaves(self.trained))
+        from ..lora import is_trainable
+
+        return [leaf for path, leaf in flatten_params(self.trained).items() if is_trainable(path)]
+
     def weight_norm(self) -> float:
-        return tree_norm(list(iter_leaves(self.trained)))
+        return tree_norm(self.trained_leaves())
 
     def model_params(self) -> dict:
         return self.params

@@ -69,6 +69,7 @@ def _tokenizer(config: TrainConfig, ctx: D.Dist, texts: Callable[[], list[str]],
                                  "DIR (a new tokenizer would not match the checkpoint's embeddings)") from None
     except (OSError, ValueError) as error:
         raise TrainError(f"tokenizer: {error}") from None
+    _scratch_config(config)  # a bad --preset / --config fails before the tokenizer is trained and written
     directory = os.path.join(config.out, "tokenizer")
     if ctx.is_main:
         corpus = texts()
@@ -80,6 +81,14 @@ def _tokenizer(config: TrainConfig, ctx: D.Dist, texts: Callable[[], list[str]],
             raise TrainError(f"tokenizer training failed: {error}") from None
     D.barrier(ctx)
     return Tokenizer.from_pretrained(directory)
+
+
+def _scratch_config(config: TrainConfig) -> MT5Config:
+    """The model config of a run from scratch (``--preset`` or ``--config``)."""
+    try:
+        return MT5Config.preset(config.preset) if config.preset else MT5Config.from_hf(config.config)
+    except (OSError, ValueError) as error:
+        raise TrainError(f"--{'preset' if config.preset else 'config'}: {error}") from None
 
 
 def _base_model(config: TrainConfig, run: Run, tokenizer) -> tuple[MT5Config, dict]:
@@ -100,10 +109,7 @@ def _base_model(config: TrainConfig, run: Run, tokenizer) -> tuple[MT5Config, di
         except (OSError, ValueError, KeyError) as error:
             raise TrainError(f"{flag}: {error}") from None
     else:
-        try:
-            cfg = MT5Config.preset(config.preset) if config.preset else MT5Config.from_hf(config.config)
-        except (OSError, ValueError) as error:
-            raise TrainError(f"--{'preset' if config.preset else 'config'}: {error}") from None
+        cfg = _scratch_config(config)
         # From scratch the embedding matrix is sized to the tokenizer (extra ids included).
         cfg = cfg.replace(vocab_size=vocab, pad_token_id=int(tokenizer.pad_token_id),
                           eos_token_id=int(tokenizer.eos_token_id), decoder_start_token_id=int(tokenizer.pad_token_id))
@@ -120,7 +126,7 @@ def _lora(config: TrainConfig, run: Run, params: dict, cfg: MT5Config) -> tuple[
         from .. import lora
     except ImportError as error:
         raise TrainError(f"--lora needs mt5fn.lora ({error})") from None
-    alpha = float(config.lora_alpha if config.lora_alpha is not None else config.lora_rank)
+    alpha = float(config.lora_alpha if config.lora_alpha is not None else 2 * config.lora_rank)
     spec = {"rank": config.lora_rank, "alpha": alpha, "targets": list(config.lora_targets),
             "dropout": config.lora_dropout}
     try:
@@ -257,7 +263,11 @@ def build(config: TrainConfig, ctx: D.Dist, run: Run, say: Callable[[str], None]
             say(f"mt5fn train: {line}")
     engine = _engine(config, ctx, params, cfg, adapters, dropout)
     try:
-        optimizer = make_optimizer(engine.trained, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+        trainable = None
+        if lora_spec is not None:
+            from ..lora import is_trainable as trainable
+        optimizer = make_optimizer(engine.trained, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                                   trainable=trainable)
         engine.optimizer = optimizer
         scheduler = make_scheduler(optimizer, config.schedule, warmup_steps=config.warmup,
                                    total_steps=config.steps if config.schedule == "cosine" else None)
@@ -268,7 +278,7 @@ def build(config: TrainConfig, ctx: D.Dist, run: Run, say: Callable[[str], None]
                   eval_set, summary, lora_spec)
     setup.start = _restore(setup, run)
     if lora_spec:
-        trained, total = parameter_count(engine.trained), parameter_count(params)
+        trained, total = sum(leaf.numel() for leaf in engine.trained_leaves()), parameter_count(params)
         setup.notes.append(f"LoRA rank {lora_spec['rank']} (alpha {lora_spec['alpha']:g}) on "
                            f"{','.join(lora_spec['targets'])}: {trained:,} trainable parameters, "
                            f"{100 * trained / total:.2f}% of {total:,}")

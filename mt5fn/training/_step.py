@@ -17,8 +17,9 @@ norm, and changes nothing (the update is ``apply_gradients``' job).
   ``max_norm / (norm + 1e-6)`` when that is below 1).
 * ``trainable`` picks what is trained: ``None`` (everything), a predicate on
   dotted paths (``lambda path: "attn" in path``), or a LoRA adapter pytree
-  (``mt5fn.lora.init``), whose leaves are then the trained ones while the
-  base weights stay frozen. Frozen leaves are detached without
+  (``mt5fn.lora.init``), whose ``A`` / ``B`` factors are then the trained
+  leaves (``lora.is_trainable``) while the base weights and the adapters'
+  ``alpha`` / ``dropout`` settings stay frozen. Frozen leaves are detached without
   ``requires_grad``: autograd builds no gradient buffer for them.
 * ``checkpoint_blocks=True`` recomputes each block in the backward
   (``mt5fn.loss(..., checkpoint_blocks=True)``): same gradients, far lower peak.
@@ -140,7 +141,7 @@ def resolve_trainable(trainable: Any) -> Trainable:
 
 def _loss_fn(params: dict, cfg: MT5Config, trainable: Trainable, num_tokens: int, *, dropout_rate: float,
              generator: torch.Generator | None, autocast_dtype: torch.dtype | None,
-             checkpoint_blocks: bool) -> Callable[[Any, Mapping[str, Tensor]], Tensor]:
+             checkpoint_blocks: bool, adapters: dict | None = None) -> Callable[[Any, Mapping[str, Tensor]], Tensor]:
     """``f(trained_leaves_tree, batch) -> this micro-batch's share of the mean loss``."""
     device_type = params["shared"].device.type
 
@@ -148,7 +149,9 @@ def _loss_fn(params: dict, cfg: MT5Config, trainable: Trainable, num_tokens: int
         if trainable.kind == "adapters":
             from ..lora import apply as apply_adapters
 
-            effective = apply_adapters(params, trained, cfg)
+            assert adapters is not None  # the trained factors, with the adapters' settings (alpha, dropout)
+            full = _replace_leaves(adapters, {**flatten_params(adapters), **flatten_params(trained)})
+            effective = apply_adapters(params, full, cfg)
         elif trainable.kind == "subset":
             flat = {**flatten_params(params), **flatten_params(trained)}
             effective = _replace_leaves(params, flat)
@@ -228,8 +231,12 @@ def train_step(params: dict, cfg: MT5Config, micro_batches: Any, *, dropout_rate
 
     # Detached views: the step must not build a graph through optimizer-owned leaves.
     frozen = tree_map(lambda leaf: leaf.detach(), params)
+    adapters = None
     if choice.kind == "adapters":
-        trained = tree_map(lambda leaf: leaf.detach(), choice.adapters)
+        from ..lora import is_trainable
+
+        adapters = tree_map(lambda leaf: leaf.detach(), choice.adapters)
+        trained = subtree(adapters, is_trainable)  # the A / B factors; alpha and dropout are settings
     elif choice.kind == "subset":
         trained = subtree(frozen, choice.keep)
         if not flatten_params(trained):
@@ -238,7 +245,7 @@ def train_step(params: dict, cfg: MT5Config, micro_batches: Any, *, dropout_rate
     else:
         trained = frozen
     micro_loss = _loss_fn(frozen, cfg, choice, num_tokens, dropout_rate=dropout_rate, generator=generator,
-                          autocast_dtype=autocast_dtype, checkpoint_blocks=checkpoint_blocks)
+                          autocast_dtype=autocast_dtype, checkpoint_blocks=checkpoint_blocks, adapters=adapters)
     grad_fn = autograd_grad_and_value(micro_loss)
     grads, total_loss = None, None
     for batch in batches:
