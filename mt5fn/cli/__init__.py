@@ -15,7 +15,9 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mt5fn", description="T5 / mT5 / UMT5 as pure PyTorch functions.")
+    from ._checks import OneLineParser
+
+    parser = OneLineParser(prog="mt5fn", description="T5 / mT5 / UMT5 as pure PyTorch functions.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -27,15 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand, as its own parser would
+        prog = f"mt5fn {args.command}" if getattr(args, "command", None) else "mt5fn"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see {prog} --help)\n")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ._checks import check_common, fail
+
     try:
+        check_common(args.command, args)  # shared options, before any work (cli/_checks.py)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("mt5fn: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, TypeError, OSError, MemoryError) as error:
+        # The one-line fallback for a bad input a subcommand did not catch itself: never a traceback.
+        return fail(args.command, error)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from ..decoding import GenerationConfig, decode_tokens, stream
     from ..tokenizer import Tokenizer
     from ..training import maybe_profile
+    from ._checks import stdin_lines
 
     def fail(message: object) -> int:
         print(f"mt5fn generate: error: {message}", file=sys.stderr)
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if len(tokenizer) > cfg.vocab_size:
         return fail(f"the tokenizer has {len(tokenizer)} tokens but the model only {cfg.vocab_size}")
 
-    texts = args.texts if args.texts else [line.rstrip("\r\n") for line in sys.stdin]
+    texts = args.texts if args.texts else stdin_lines()  # UTF-8 or a one-line error naming stdin
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     with maybe_profile(args.profile) as profile_step:
         if args.stream:
