@@ -60,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
                    help="source lengths of the scaling table (batch 1)")
     p.add_argument("--scale-batches", type=_int_list, default=[1, 8, 32],
                    help="batch sizes of the scaling table")
+    p.add_argument("--long-length", type=int, default=4096, help="source tokens of train-long (default 4096)")
+    p.add_argument("--checkpoint-length", type=int, default=2048,
+                   help="source tokens of the activation-checkpointing pair train-sN / train-sN-ckpt (default 2048)")
+    p.add_argument("--func-grad", action="store_true",
+                   help="train cases: also time torch.func.grad_and_value of the same loss (peak memory too)")
     return p
 
 
@@ -92,7 +97,10 @@ def resolve(args: argparse.Namespace):
     dtype = DTYPES[args.dtype]
     if device.type == "cpu" and dtype == torch.float16:
         raise UsageError("--dtype float16 needs --device cuda (CPU half matmuls are not a meaningful benchmark)")
-    for name in ("threads", "repeats", "batch", "source_length", "target_length", "encoder_batch"):
+    if dtype != torch.float32 and args.cases and any(name == "train-bf16" for name in args.cases):
+        raise UsageError("train-bf16 is bfloat16 autocast over float32 weights: run it with --dtype float32")
+    for name in ("threads", "repeats", "batch", "source_length", "target_length", "encoder_batch", "long_length",
+                 "checkpoint_length"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.warmup is not None and args.warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
@@ -105,14 +113,17 @@ def resolve(args: argparse.Namespace):
         raise UsageError(f"--model: {error}") from None
     cases = default_cases(batch=args.batch, source=args.source_length, target=args.target_length,
                           encoder_batch=args.encoder_batch, scale_lengths=args.scale_lengths,
-                          scale_batches=args.scale_batches)
+                          scale_batches=args.scale_batches, long_length=args.long_length,
+                          checkpoint_length=args.checkpoint_length)
     names = args.cases or (list(QUICK_CASES) if args.quick else list(cases))
+    if dtype != torch.float32 and not args.cases:
+        names = [name for name in names if not cases[name].autocast]  # autocast is a float32-weights case
     unknown = [name for name in names if name not in cases]
     if unknown:
         raise UsageError(f"unknown case(s) {', '.join(map(repr, unknown))}; known cases: {', '.join(cases)}")
     selected = [cases[name] for name in dict.fromkeys(names)]
     limit = _available_bytes(device)
-    for case in selected:
+    for case in [] if args.list else selected:
         need = estimated_bytes(case, cfg, torch.finfo(dtype).bits // 8)
         if need > limit:
             raise UsageError(f"case {case.name!r} ({case.shape}, {case.kind}) needs about {need / 2**30:.1f} GiB; "
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.list:
         for case in selected:
-            print(f"{case.name:12s} {case.kind:8s} {case.shape}")
+            print(f"{case.name:18s} {case.kind:8s} {case.shape}")
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s; {warmup} warm-up + {repeats} interleaved timed rounds, "
           f"median", flush=True)
     rows = [run_case(case, loaded.hf, loaded.params, loaded.cfg, device, compile_mt5fn=compile_mt5fn,
-                     warmup=warmup, repeats=repeats) for case in selected]
-    for group, title in (("main", "Main cases"), ("scaling", "Scaling (forward, no grad)")):
+                     warmup=warmup, repeats=repeats, func_grad=args.func_grad) for case in selected]
+    for group, title in (("main", "Main cases"), ("long", "Long inputs (train step, batch 1)"),
+                         ("scaling", "Scaling (forward, no grad)")):
         group_rows = [row for row in rows if row.case.group == group]
         if group_rows:
             print(f"\n{title}\n\n{report.table(group_rows, peak)}")

@@ -53,18 +53,27 @@ def _gflops(flops: int, seconds: float | None, peak: float) -> str:
     return f"{rate / 1e9:.0f} ({100 * rate / peak:.0f}%)"
 
 
+def _time_ratio(a: float | None, b: float | None) -> str:
+    """mt5fn's time as a multiple of transformers' (the issue's "<= 0.8x" measure)."""
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+
 def table(rows: list[Row], peak_flops: float) -> str:
+    """One row per case; the ``func.grad`` columns appear when a row has them (``--func-grad``)."""
+    extra = any("func.grad" in row.seconds for row in rows)
     header = ("| case | shape | transformers s | mt5fn s | compiled s | speed-up eager | speed-up compiled "
-              "| peak MiB transformers | peak MiB mt5fn | peak MiB compiled | GFLOP "
-              "| GFLOP/s (% of peak) transformers | mt5fn | compiled |")
+              "| mt5fn time / transformers | peak MiB transformers | peak MiB mt5fn | peak MiB compiled "
+              + ("| func.grad s | peak MiB func.grad " if extra else "")
+              + "| GFLOP | GFLOP/s (% of peak) transformers | mt5fn | compiled |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in rows:
         s, m = row.seconds, row.peak_bytes
         t_hf, t_fn, t_c = s.get("transformers"), s.get("mt5fn"), s.get("compiled")
+        func = f"| {_fmt_s(s.get('func.grad'))} | {_mib(m.get('func.grad'))} " if extra else ""
         lines.append(
             f"| {row.case.name} | {row.case.shape} | {_fmt_s(t_hf)} | {_fmt_s(t_fn)} | {_fmt_s(t_c)} "
-            f"| {_ratio(t_hf, t_fn)} | {_ratio(t_hf, t_c)} | {_mib(m.get('transformers'))} "
-            f"| {_mib(m.get('mt5fn'))} | {_mib(m.get('compiled'))} | {row.flops / 1e9:.1f} "
+            f"| {_ratio(t_hf, t_fn)} | {_ratio(t_hf, t_c)} | {_time_ratio(t_fn, t_hf)} | {_mib(m.get('transformers'))} "
+            f"| {_mib(m.get('mt5fn'))} | {_mib(m.get('compiled'))} {func}| {row.flops / 1e9:.1f} "
             f"| {_gflops(row.flops, t_hf, peak_flops)} | {_gflops(row.flops, t_fn, peak_flops)} "
             f"| {_gflops(row.flops, t_c, peak_flops)} |")
     return "\n".join(lines)

@@ -10,9 +10,9 @@ import torch
 import mt5fn
 
 from . import measure
-from .cases import Case, build_runners
+from .cases import Case, build_runners, hf_mode
 
-IMPLS = ("transformers", "mt5fn", "compiled")
+IMPLS = ("transformers", "mt5fn", "compiled", "func.grad")
 
 
 @dataclass
@@ -33,12 +33,20 @@ def _raise_compile_limits() -> None:
 
 
 def run_case(case: Case, hf: torch.nn.Module, params: dict, cfg: mt5fn.MT5Config, device: torch.device, *,
-             compile_mt5fn: bool, warmup: int, repeats: int, log=print) -> Row:
+             compile_mt5fn: bool, warmup: int, repeats: int, func_grad: bool = False, log=print) -> Row:
+    with hf_mode(case, hf):
+        return _run_case(case, hf, params, cfg, device, compile_mt5fn=compile_mt5fn, warmup=warmup,
+                         repeats=repeats, func_grad=func_grad, log=log)
+
+
+def _run_case(case: Case, hf: torch.nn.Module, params: dict, cfg: mt5fn.MT5Config, device: torch.device, *,
+              compile_mt5fn: bool, warmup: int, repeats: int, func_grad: bool, log) -> Row:
     row = Row(case)
-    hf.requires_grad_(case.kind == "train")
-    runners = build_runners(case, hf, params, cfg, device, compile_mt5fn=compile_mt5fn)
+    runners = build_runners(case, hf, params, cfg, device, compile_mt5fn=compile_mt5fn, func_grad=func_grad)
     row.flops = measure.count_flops(runners.meta)
     fns = {"transformers": runners.hf, "mt5fn": runners.eager}
+    if runners.func_grad is not None:
+        fns["func.grad"] = runners.func_grad
     if runners.compiled is not None:
         _raise_compile_limits()
         start = time.perf_counter()
@@ -50,5 +58,4 @@ def run_case(case: Case, hf: torch.nn.Module, params: dict, cfg: mt5fn.MT5Config
         row.peak_bytes[name] = measure.peak_memory_bytes(fn, device)
     log(f"  {case.name}: memory measured, timing {repeats} interleaved rounds", flush=True)
     row.seconds = measure.interleaved_medians(fns, device, warmup=warmup, repeats=repeats)
-    hf.requires_grad_(False)
     return row

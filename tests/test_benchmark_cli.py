@@ -30,6 +30,8 @@ def test_unknown_case_lists_the_known_ones(capsys):
     (["--scale-lengths", "128,0"], "--scale-lengths entries must be a positive integer, got 0"),
     (["--device", "tpu"], "--device must be cpu or cuda, got 'tpu'"),
     (["--dtype", "float16"], "--dtype float16 needs --device cuda"),
+    (["--dtype", "bfloat16", "--cases", "train-bf16"], "train-bf16 is bfloat16 autocast over float32 weights"),
+    (["--long-length", "0"], "--long-length must be a positive integer, got 0"),
     (["--model", "mt5-gigantic"], "--model"),
     (["--cases", "scale-s50000000", "--scale-lengths", "50000000"], "choose smaller sizes"),
 ])
@@ -56,16 +58,20 @@ def test_missing_transformers_names_the_install_command(capsys, monkeypatch):
 def test_list_prints_every_case(capsys):
     code, out, _ = run(capsys, "--list")
     assert code == 0
-    for name in ("forward", "train", "encoder", "scale-s128", "scale-s512", "scale-s2048", "scale-b1",
-                 "scale-b8", "scale-b32"):
+    for name in ("forward", "train", "train-bf16", "encoder", "train-long", "train-long-ckpt", "train-s2048",
+                 "train-s2048-ckpt", "scale-s128", "scale-s512", "scale-s2048", "scale-b1", "scale-b8", "scale-b32"):
         assert name in out
+    assert "1x4096->32" in out and "bf16-autocast" in out
 
 
-def test_tiny_end_to_end_prints_both_tables(capsys):
-    code, out, _ = run(capsys, "--model", "tiny", "--cases", "forward,train,scale-b1", "--no-compile",
-                       "--repeats", "1", "--warmup", "0", "--threads", "1")
+def test_tiny_end_to_end_prints_every_table(capsys):
+    code, out, _ = run(capsys, "--model", "tiny", "--cases", "forward,train,train-bf16,train-s64,train-s64-ckpt,scale-b1",
+                       "--checkpoint-length", "64", "--func-grad", "--no-compile", "--repeats", "1", "--warmup", "0",
+                       "--threads", "1")
     assert code == 0
-    assert "Main cases" in out and "Scaling" in out
+    assert "Main cases" in out and "Long inputs" in out and "Scaling" in out
     assert "| forward | 8x128->32 |" in out and "| train |" in out and "| scale-b1 | 1x128->32 |" in out
+    assert "| train-bf16 | 8x128->32 bf16-autocast |" in out and "| train-s64-ckpt | 1x64->32 ckpt |" in out
+    assert "func.grad s" in out
     parity = float(out.split("parity max|logits diff| ")[1].split()[0])
     assert parity < 1e-4  # both implementations hold the same weights
