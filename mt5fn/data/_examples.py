@@ -103,7 +103,7 @@ class DataSummary:
                 "longest_input": self.longest_input, "longest_target": self.longest_target,
                 "dropped_tokens": self.dropped_tokens, "sample": self.sample}
 
-    def report(self, max_input_length: int, max_target_length: int, what: str = "data") -> list[str]:
+    def report(self, max_input_length: int, max_target_length: int, what: str = "training data") -> list[str]:
         """Summary lines, then one warning per side whose truncated share is above 1%."""
         of = f" ({self.sample})" if self.sample else ""
         if self.mode == "span":
@@ -120,7 +120,7 @@ class DataSummary:
                 (share_in, "inputs", "--max-input-length", max_input_length, self.longest_input),
                 (share_out, "targets", "--max-target-length", max_target_length, self.longest_target)):
             if share > WARN_SHARE:
-                lines.append(f"warning: {share:.1%} of the {what} {side} are longer than {flag} {limit} tokens "
+                lines.append(f"warning: {share:.1%} of the {side} in the {what} are longer than {flag} {limit} tokens "
                              f"(the longest has {longest}) and are cut; raise {flag} to keep them whole")
         return lines
 
