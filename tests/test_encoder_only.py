@@ -194,3 +194,29 @@ def test_info_describes_an_encoder_only_folder(tmp_path, capsys):
     assert "model: encoder-only (UMT5EncoderModel" in out
     assert f"{mt5fn.num_params(params['encoder']):,}" in out and "decoder" not in out.split("parameters:")[1]
     assert f"{mt5fn.num_params(params):,}" in out
+
+
+def test_float16_with_activations_past_its_range_stays_finite_and_accurate(tmp_path):
+    """T5 v1.1's FFN outputs exceed float16's range; with wo in float32 (transformers' rule) the
+    float16 encoder stays finite and within 1% of float32, as transformers' float16 model does."""
+    import transformers
+
+    cfg = tiny("t5-v1_1", d_model=32, d_kv=8, d_ff=64, num_heads=4)
+    params = encoder_tree(mt5fn.init_params(cfg, seed=9))
+    params["encoder"]["blocks"][0]["mlp"]["wo"] = params["encoder"]["blocks"][0]["mlp"]["wo"] * 1e6
+    mt5fn.save_pretrained(params, cfg, tmp_path / "enc")
+    model = transformers.T5EncoderModel.from_pretrained(tmp_path / "enc", output_hidden_states=True)
+    model.set_attn_implementation("eager")
+    ids, mask = batch(cfg)
+    with torch.no_grad():
+        residual = model(input_ids=ids, attention_mask=mask).hidden_states[1]
+    assert residual.abs().max() > 1e5  # past float16's largest value, 65504
+    half_cfg, half = mt5fn.load_pretrained(tmp_path / "enc", dtype=torch.float16)
+    theirs = transformers.T5EncoderModel.from_pretrained(tmp_path / "enc", dtype=torch.float16)
+    theirs.set_attn_implementation("eager")
+    got, expected, exact = ours(half, half_cfg).float(), hf_hidden(theirs.eval(), cfg).float(), ours(params, cfg)
+    keep = mask.bool()
+    assert torch.isfinite(got).all() and torch.isfinite(expected).all()
+    error = lambda h: ((h - exact)[keep].norm() / exact[keep].norm()).item()  # noqa: E731
+    assert error(got) < 1e-2 and error(expected) < 1e-2
+    assert error(got) < 2 * error(expected)

@@ -300,7 +300,8 @@ def _read(weights: Weights, scale_of: dict[str, str], plan: dict[str, str], dtyp
         want = dtype or (fp8_default if stored in _fp8.FLOAT8 else stored)
         if model_dtype == torch.float16 and is_wo(path):
             want = torch.float32
-        tensor = weights.load(name)
+        convert = want != stored or (device is not None and device.type != "cpu")
+        tensor = weights.read(name) if convert else weights.load(name)
         if name in scale_of or stored in _fp8.FLOAT8:
             scale = weights.load(scale_of[name]) if name in scale_of else None
             tensor = _fp8.dequantize(tensor, scale, want)

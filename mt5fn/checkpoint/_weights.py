@@ -10,6 +10,7 @@ allows. Every file is checked to lie inside the checkpoint (``_closed``).
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class _Safetensors:
         from safetensors import SafetensorError, safe_open
 
         self.file = file
+        self._offsets: dict[str, tuple[int, int]] | None = None
         try:
             self._handle = safe_open(file, framework="pt")
             self.info = {}
@@ -64,6 +66,28 @@ class _Safetensors:
         except (SafetensorError, OSError, RuntimeError) as error:
             raise ValueError(f"{self.file}: cannot read tensor {name!r} ({error})") from None
 
+    def read(self, name: str) -> Tensor:
+        """A private copy read with plain file reads, for a tensor about to be converted anyway: unlike
+        the memory map, its bytes stop counting as resident memory once the converted tensor is made."""
+        info = self.info[name]
+        if not isinstance(info.dtype, torch.dtype):
+            return self.load(name)
+        if self._offsets is None:
+            with open(self.file, "rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size))
+            self._offsets = {key: (8 + size + value["data_offsets"][0], 8 + size + value["data_offsets"][1])
+                             for key, value in header.items() if key != "__metadata__"}
+        begin, end = self._offsets[name]
+        if end == begin:
+            return torch.empty(info.shape, dtype=info.dtype)
+        buffer = bytearray(end - begin)
+        with open(self.file, "rb") as handle:
+            handle.seek(begin)
+            if handle.readinto(buffer) != len(buffer):
+                raise ValueError(f"{self.file}: tensor {name!r} is cut short; the file may be truncated")
+        return torch.frombuffer(buffer, dtype=torch.uint8).view(info.dtype).reshape(info.shape)
+
 
 class _Pickle:
     """One ``.bin`` state dict through the weights-only unpickler (memory-mapped when the format allows)."""
@@ -76,6 +100,8 @@ class _Pickle:
 
     def load(self, name: str) -> Tensor:
         return self._state[name]
+
+    read = load
 
 
 def load_bin(file: str) -> dict[str, Tensor]:
@@ -125,7 +151,12 @@ class Weights:
         return {name: info.shape for name, info in self.info.items()}
 
     def load(self, name: str) -> Tensor:
+        """The stored tensor (a view of the memory map: no copy)."""
         return self._reader[name].load(name)
+
+    def read(self, name: str) -> Tensor:
+        """The stored tensor as a private copy, for one about to be converted (see ``_Safetensors.read``)."""
+        return self._reader[name].read(name)
 
     def renamed(self, mapping: dict[str, str]) -> "Weights":
         """The same tensors under new names (``mapping``: new name -> stored name)."""
@@ -147,6 +178,9 @@ class _Renamed:
 
     def load(self, _name: str) -> Tensor:
         return self.reader.load(self.name)
+
+    def read(self, _name: str) -> Tensor:
+        return self.reader.read(self.name)
 
 
 def weights_layout(path: str) -> tuple[str, str, bool]:
