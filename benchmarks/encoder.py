@@ -21,7 +21,8 @@ peaks above 3e5 -- float16's range ends at 65504, and real T5 v1.1 / flan-T5
 checkpoints go past it -- encoded in float16 and bfloat16 by both, each
 against the float32 output: relative error (Frobenius), largest error over
 the largest activation, and whether the output is finite. Also the all-float16
-variant (``wo`` cast too), where only transformers' clamp keeps values finite.
+variant (``wo`` cast too), where only transformers' clamp keeps values finite,
+and the loss of a float8 save (``save_pretrained(..., dtype=float8_e4m3fn)``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,10 @@ def precision(_args: argparse.Namespace) -> None:
             low_cfg, low = mt5fn.load_pretrained(folder, dtype=dtype)
             row("mt5fn", name, mt5fn.encode(low, low_cfg, ids, mask))
             row("transformers", name, hf(dtype).last_hidden_state)
+        fp8_folder = os.path.join(folder, "fp8")
+        mt5fn.save_pretrained(encoder, cfg, fp8_folder, dtype=torch.float8_e4m3fn)
+        fp8_cfg, fp8 = mt5fn.load_pretrained(fp8_folder, dtype=torch.float32)
+        row("mt5fn", "float8_e4m3fn saved (scale_weight), run in float32", mt5fn.encode(fp8, fp8_cfg, ids, mask))
         full_cfg, full_params = mt5fn.load_pretrained(folder)
         half = mt5fn.tree_map(lambda t: t.half(), full_params)
         row("mt5fn", "float16, wo cast too", mt5fn.encode(half, full_cfg, ids, mask))
