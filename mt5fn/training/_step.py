@@ -260,5 +260,10 @@ def train_step(params: dict, cfg: MT5Config, micro_batches: Any, *, dropout_rate
 
     grad_norm = global_norm(grads)
     if max_grad_norm is not None:
-        grads = clip_by_global_norm(grads, float(max_grad_norm), grad_norm)
+        # the gradients are this step's own fresh tensors: scale them in place (clip_by_global_norm's
+        # values, without a second full-size copy of every gradient)
+        scale = torch.clamp(float(max_grad_norm) / (grad_norm + 1e-6), max=1.0)  # 0-d
+        leaves = list(iter_leaves(grads))
+        for dtype in {leaf.dtype for leaf in leaves}:
+            torch._foreach_mul_([leaf for leaf in leaves if leaf.dtype == dtype], scale.to(dtype))
     return StepResult(loss=total_loss.detach(), grads=grads, num_tokens=num_tokens, grad_norm=grad_norm)
