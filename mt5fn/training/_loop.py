@@ -102,7 +102,8 @@ def _evaluate(config: TrainConfig, ctx: D.Dist, setup: Setup) -> dict[str, float
 
 def _describe(config: TrainConfig, ctx: D.Dist, setup: Setup) -> str:
     cfg = setup.cfg
-    engine = {"FSDPEngine": "FSDP2", "DDPEngine": "DDP"}.get(type(setup.engine).__name__, "one process")
+    engine = {"FSDPEngine": "FSDP2", "DDPEngine": "DDP"}.get(
+        type(setup.engine).__name__, "data parallel (adapter gradients all-reduced)" if ctx.enabled else "one process")
     return (f"mt5fn train: {setup.batches.describe()}, global batch {config.batch_size} = {ctx.world_size} rank(s) "
             f"x {config.grad_accum} micro-batch(es) x {setup.batches.micro_batch_size}; model {cfg.model_type} "
             f"d_model={cfg.d_model} layers={cfg.num_layers}+{cfg.num_decoder_layers} vocab={cfg.vocab_size}; "
