@@ -214,3 +214,10 @@ def test_nested_save_of_the_same_path_is_a_clear_error(tmp_path):
         with mt5fn.checkpoint.atomic_directory(target):
             mt5fn.save_pretrained(OLD, CFG, target)
     assert not target.exists() and os.listdir(tmp_path) == []
+
+
+def test_a_saved_directory_has_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    mt5fn.save_pretrained(OLD, CFG, tmp_path / "ckpt")
+    assert os.stat(tmp_path / "ckpt").st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700

@@ -306,6 +306,12 @@ def _swapped(new: str, target: str) -> bool:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, keep: Callable[[str], bool] | None = None) -> Iterator[str]:
     """Yield a temporary directory that replaces ``path`` when the block succeeds.
@@ -335,6 +341,7 @@ def atomic_directory(path: str | os.PathLike, keep: Callable[[str], bool] | None
             _step("recovered")
             tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-", dir=parent)
             try:
+                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the checkpoint private
                 yield tmp
                 _step("written")
                 if keep is not None and os.path.isdir(target):
