@@ -88,6 +88,7 @@ class World:
     decoder_input_ids: torch.Tensor  # (B, T)
     decoder_attention_mask: torch.Tensor | None  # (B, T)
     labels: torch.Tensor  # (B, T) with -100s
+    form: str = "plain"  # the weight-leaf forms: "plain", "int8", "prepared" or "int8-prepared"
 
 
 @st.composite
@@ -106,8 +107,16 @@ def _mask(draw, batch: int, length: int, *, keep_first: bool = False) -> torch.T
 def worlds(draw, *, min_batch: int = 1) -> World:
     """A tiny config, parameters (float32 or float64) and a batch with int64 or int32 ids."""
     cfg = draw(configs())
-    dtype = draw(st.sampled_from([torch.float32, torch.float32, torch.float64]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float32, torch.float64, torch.bfloat16, torch.float16]))
     params = mt5fn.init_params(cfg, seed=draw(st.integers(0, 99)), dtype=dtype)
+    form = draw(st.sampled_from(["plain", "plain", "int8", "prepared", "int8-prepared"]))
+    if dtype != torch.float32:
+        form = "plain"
+    if form != "plain":  # the weight-leaf forms inference takes everywhere
+        if form.startswith("int8"):
+            params = mt5fn.quantize(params, cfg, "int8")
+        if form.endswith("prepared"):
+            params = mt5fn.prepare_decoding(params, cfg)
     batch, source, target = draw(st.integers(min_batch, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 5))
     id_dtype = draw(st.sampled_from([torch.long, torch.int32]))
 
@@ -119,7 +128,7 @@ def worlds(draw, *, min_batch: int = 1) -> World:
     if batch and draw(st.booleans()):
         labels[draw(st.integers(0, batch - 1)), -1] = -100
     return World(cfg, params, ids(source), draw(_mask(batch, source)), ids(target),
-                 draw(_mask(batch, target, keep_first=True)), labels)
+                 draw(_mask(batch, target, keep_first=True)), labels, form)
 
 
 # ------------------------------------------------------------------ well-formed calls
@@ -186,7 +195,36 @@ def _generate_call(w: World, draw) -> Call:
         for key in options:
             if draw(st.booleans()):
                 del kwargs[key]
+    if draw(st.booleans()):  # the encoder output given instead of (or with) the ids
+        kwargs["encoder_outputs"] = mt5fn.encode(w.params, w.cfg, w.input_ids, w.attention_mask)
+        if draw(st.booleans()):
+            kwargs["input_ids"] = None
+    if draw(st.booleans()):  # a forced decoder prefix, with or without the start token in front
+        prefix = w.decoder_input_ids[:, :draw(st.integers(1, w.decoder_input_ids.shape[1]))].clone()
+        prefix[:, 0] = w.cfg.decoder_start_token_id if draw(st.booleans()) else \
+            (w.cfg.decoder_start_token_id + 1) % w.cfg.vocab_size
+        kwargs["decoder_input_ids"] = prefix
+    if not options["num_beams"] > 1 and options["num_return_sequences"] == 1 and draw(st.booleans()):
+        kwargs.pop("config", None)
+        kwargs.update({key: value for key, value in options.items()})
+        return Call("stream", lambda **kw: list(mt5fn.stream(**kw)), kwargs)
+    if draw(st.booleans()):
+        kwargs["output_scores"] = True
+        kwargs.pop("config", None)
+        kwargs.update(options)
     return Call("generate", mt5fn.generate, kwargs)
+
+
+def _score_call(w: World, draw) -> Call:
+    return Call("score", mt5fn.score, dict(params=w.params, cfg=w.cfg, input_ids=w.input_ids, labels=w.labels,
+                                           attention_mask=w.attention_mask,
+                                           decoder_attention_mask=w.decoder_attention_mask))
+
+
+def _intermediates_call(w: World, draw) -> Call:
+    return Call("intermediates", mt5fn.intermediates,
+                dict(params=w.params, cfg=w.cfg, input_ids=w.input_ids, decoder_input_ids=w.decoder_input_ids,
+                     attention_mask=w.attention_mask, decoder_attention_mask=w.decoder_attention_mask))
 
 
 def _init_cache_call(w: World, draw) -> Call:
@@ -222,7 +260,7 @@ def _state_dict_call(w: World, draw) -> Call:
 MODEL_TARGETS: dict[str, Callable[[World, Any], Call]] = {
     "encode": _encode_call, "forward": _forward_call, "loss": _loss_call, "generate": _generate_call,
     "init_cache": _init_cache_call, "decode_step": _decode_step_call, "MT5Config": _config_call,
-    "from_hf_state_dict": _state_dict_call,
+    "from_hf_state_dict": _state_dict_call, "score": _score_call, "intermediates": _intermediates_call,
 }
 
 
@@ -231,6 +269,8 @@ def well_formed_calls(draw, targets: tuple[str, ...] = tuple(MODEL_TARGETS)) -> 
     """A call of one of ``targets`` that follows the documented contract."""
     target = draw(st.sampled_from(targets))
     world = draw(worlds(min_batch=0 if target in ("encode", "forward", "loss") else 1))
+    if target in ("MT5Config", "from_hf_state_dict") and world.form != "plain":
+        world = dataclasses.replace(world, params=mt5fn.init_params(world.cfg), form="plain")
     return MODEL_TARGETS[target](world, draw)
 
 
@@ -297,8 +337,10 @@ def bad_params(draw, params: dict, cfg: mt5fn.MT5Config, *, need_decoder: bool) 
     if kind == "type":
         return "params that are not a dict", draw(st.sampled_from([None, [], (), "params", 3]))
     tree = _copy_tree(params)
-    # dropping lm_head ties the head, and an encoder-only tree is valid where no decoder is needed
-    paths = [path for path in _paths(tree) if path != ("lm_head",) and (need_decoder or path != ("decoder",))]
+    # dropping lm_head ties the head, an encoder-only tree is valid where no decoder is needed, and a
+    # prepared tree without its fused cross_kv is the plain layout again
+    paths = [path for path in _paths(tree) if path != ("lm_head",) and (need_decoder or path != ("decoder",))
+             and path != ("decoder", "cross_kv")]
     leaves = [path for path in _paths(tree) if isinstance(_get(tree, path), torch.Tensor)]
     if kind == "drop":
         path = draw(st.sampled_from([path for path in paths if not isinstance(path[-1], int)]))
@@ -328,10 +370,18 @@ def bad_params(draw, params: dict, cfg: mt5fn.MT5Config, *, need_decoder: bool) 
                             "scalar": leaf.reshape(-1)[0]}[new]
         return f"params with a {new} {'.'.join(map(str, path))}", tree
     if kind == "dtype":
-        options = [torch.int64, torch.int32, torch.bool, torch.complex64, torch.float16, torch.bfloat16,
-                   torch.float64 if leaf.dtype == torch.float32 else torch.float32]
-        if path[-1] == "wo":  # a float32 FFN output projection is allowed in any floating model
-            options = [dtype for dtype in options if dtype != torch.float32]
+        shared = params["shared"].dtype
+        if path[-1] == "int8":
+            allowed = {torch.int8}
+        elif path[-1] == "scale":  # an int8 form computes in its scale's (any floating) dtype
+            allowed = {torch.float32, torch.float64, torch.float16, torch.bfloat16}
+        elif path[-1] == "wo":  # a float32 FFN output projection is allowed in any floating model
+            allowed = {shared, torch.float32}
+        else:
+            allowed = {shared}
+        options = [dtype for dtype in (torch.int64, torch.int32, torch.int8, torch.bool, torch.complex64,
+                                       torch.float16, torch.bfloat16, torch.float32, torch.float64)
+                   if dtype not in allowed]
         dtype = draw(st.sampled_from(options))
         parent[path[-1]] = leaf.to(dtype)
         return f"params with {'.'.join(map(str, path))} in {dtype}", tree
@@ -394,19 +444,37 @@ GENERATION_DEFECTS: list[tuple[dict, tuple[str, ...]]] = [
 
 
 @st.composite
-def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward", "loss", "generate",
-                                                            "init_cache", "decode_step")) -> Call:
+def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward", "loss", "generate", "stream",
+                                                            "init_cache", "decode_step", "score",
+                                                            "intermediates")) -> Call:
     """A model or decoding call (``targets``) with exactly one defect; ``names`` says what the error names."""
     target = draw(st.sampled_from(targets))
     w = draw(worlds())
-    call = MODEL_TARGETS[target](w, draw)
+    if target == "stream":  # greedy or sampling (stream refuses beams by design)
+        call = Call("stream", lambda **kw: list(mt5fn.stream(**kw)),
+                    dict(params=w.params, cfg=w.cfg, input_ids=w.input_ids, attention_mask=w.attention_mask,
+                         max_new_tokens=draw(st.integers(1, 3)), do_sample=draw(st.booleans())))
+    else:
+        call = MODEL_TARGETS[target](w, draw)
+        if call.target == "stream":  # the generate builder may pick stream; keep the target asked for
+            call = Call("generate", mt5fn.generate, call.kwargs)
     kwargs = dict(call.kwargs)
     need_decoder = target != "encode"
     kinds = ["params", "cfg", "ids"]
     kinds += {"encode": ["mask", "options"], "forward": ["mask", "options", "batch"],
-              "loss": ["mask", "options", "batch"], "generate": ["mask", "generation", "empty", "long", "gen-args"],
+              "loss": ["mask", "options", "batch"],
+              "generate": ["mask", "generation", "empty", "long", "gen-args", "encoder_outputs", "prefix",
+                           "no-source"],
+              "stream": ["mask", "empty", "long", "encoder_outputs", "prefix", "no-source"],
+              "score": ["mask", "batch"], "intermediates": ["mask", "batch"],
               "init_cache": ["mask", "hidden", "max_length"], "decode_step": ["cache", "inplace", "batch"]}[target]
     kind = draw(st.sampled_from(kinds))
+    if kind in ("ids", "mask", "empty", "long") and kwargs.get("input_ids") is None and "input_ids" in kwargs:
+        kwargs["input_ids"] = w.input_ids  # these defects are of the ids and their mask
+    if kind in ("ids", "mask", "empty", "long", "no-source"):
+        kwargs.pop("encoder_outputs", None)
+    if kind == "ids" and target in ("generate", "stream"):
+        kwargs.pop("decoder_input_ids", None)
     if target in ("init_cache",) and kind == "ids":
         kind = "hidden"
     if kind == "params":
@@ -423,8 +491,10 @@ def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward",
     elif kind == "mask":
         pairs = {"encode": [("attention_mask", "input_ids")],
                  "forward": [("attention_mask", "input_ids"), ("decoder_attention_mask", "decoder_input_ids")],
+                 "intermediates": [("attention_mask", "input_ids"), ("decoder_attention_mask", "decoder_input_ids")],
                  "loss": [("attention_mask", "input_ids"), ("decoder_attention_mask", "labels")],
-                 "generate": [("attention_mask", "input_ids")],
+                 "score": [("attention_mask", "input_ids"), ("decoder_attention_mask", "labels")],
+                 "generate": [("attention_mask", "input_ids")], "stream": [("attention_mask", "input_ids")],
                  "init_cache": [("encoder_mask", "encoder_hidden")]}[target]
         name, of = draw(st.sampled_from(pairs))
         like = kwargs[of][..., 0] if of == "encoder_hidden" else kwargs[of]
@@ -434,7 +504,8 @@ def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward",
         defect, changes, names = draw(bad_options(target))
         kwargs.update(changes)
     elif kind == "batch":
-        name = {"forward": "decoder_input_ids", "loss": "labels", "decode_step": "token_ids"}[target]
+        name = {"forward": "decoder_input_ids", "intermediates": "decoder_input_ids", "loss": "labels",
+                "score": "labels", "decode_step": "token_ids"}[target]
         value = kwargs[name]
         kwargs[name] = torch.cat([value, value[:1]]) if draw(st.booleans()) or value.shape[0] < 2 else value[:-1]
         defect, names = f"{name} with another batch size", (name,)
@@ -471,6 +542,39 @@ def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward",
             kwargs.setdefault("max_new_tokens", 2)
             names = ("generator",)
         defect = f"a bad {choice}"
+    elif kind == "encoder_outputs":
+        hidden = mt5fn.encode(w.params, w.cfg, w.input_ids, w.attention_mask)
+        choices = [("integer encoder_outputs", hidden.long(), ("encoder_outputs",)),
+                   ("2-D encoder_outputs", hidden[..., 0], ("encoder_outputs",)),
+                   ("encoder_outputs one wider", torch.zeros(*hidden.shape[:2], hidden.shape[2] + 1,
+                                                             dtype=hidden.dtype), ("encoder_outputs",)),
+                   ("zero-length encoder_outputs", hidden[:, :0], ("encoder_outputs",)),
+                   ("empty encoder_outputs", hidden[:0], ("encoder_outputs",)),
+                   ("encoder_outputs as a list", hidden.tolist(), ("encoder_outputs",)),
+                   ("encoder_outputs in another dtype",
+                    hidden.to(torch.float64 if hidden.dtype != torch.float64 else torch.float32), ("encoder_outputs",)),
+                   ("encoder_outputs one row longer than input_ids", torch.cat([hidden, hidden[:1]]),
+                    ("input_ids", "encoder_outputs"))]
+        defect, kwargs["encoder_outputs"], names = draw(st.sampled_from(choices))
+        kwargs["input_ids"] = w.input_ids
+        kwargs["attention_mask"] = None
+        if defect in ("empty encoder_outputs", "encoder_outputs as a list"):
+            kwargs["input_ids"] = None
+    elif kind == "prefix":
+        prefix = w.decoder_input_ids.clone()
+        prefix[:, 0] = w.cfg.decoder_start_token_id
+        choices = [(what, value) for what, value in _ids_defects(prefix, w.cfg.vocab_size)
+                   if value is not None]  # None is "no prefix", which is valid
+        choices.append(("a prefix with another batch size", torch.cat([prefix, prefix[:1]])))
+        if prefix.shape[0] > 1:
+            mixed = prefix.clone()
+            mixed[-1, 0] = (w.cfg.decoder_start_token_id + 1) % w.cfg.vocab_size
+            choices.append(("rows that begin with the start token and rows that do not", mixed))
+        defect, kwargs["decoder_input_ids"] = draw(st.sampled_from(choices))
+        names = ("decoder_input_ids",)
+    elif kind == "no-source":
+        kwargs["input_ids"] = None
+        defect, names = "no input_ids and no encoder_outputs", ("input_ids",)
     elif kind == "hidden":
         hidden = kwargs["encoder_hidden"]
         choices = [("integer encoder_hidden", hidden.long()), ("2-D encoder_hidden", hidden[..., 0]),
@@ -563,6 +667,8 @@ def malformed_configs(draw) -> Call:
 def malformed_state_dicts(draw) -> Call:
     """``from_hf_state_dict`` with one defect in the state dict or the config."""
     w = draw(worlds())
+    if w.form != "plain":
+        w = dataclasses.replace(w, params=mt5fn.init_params(w.cfg), form="plain")
     state = dict(mt5fn.to_hf_state_dict(w.params, w.cfg))
     required = [name for name in state if ".block." in name or name.endswith("final_layer_norm.weight")]
     kind = draw(st.sampled_from(["drop", "extra", "shape", "type", "dtype", "container", "cfg"]))

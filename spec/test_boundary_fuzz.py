@@ -1,9 +1,10 @@
 """One boundary, fuzzed: the public functions either work or refuse clearly.
 
 Two invariants over the public boundary -- ``encode``, ``forward``, ``loss``,
-``generate``, ``init_cache``, ``decode_step``, ``MT5Config``,
-``from_hf_state_dict`` and ``Tokenizer`` -- with the calls drawn by
-``spec/malformed.py``:
+``generate`` (and ``stream``), ``init_cache``, ``decode_step``, ``score``,
+``intermediates``, ``MT5Config``, ``from_hf_state_dict`` and ``Tokenizer`` --
+with the calls drawn by ``spec/malformed.py`` over plain, bfloat16, float16,
+int8-quantized and ``prepare_decoding`` parameter trees:
 
 1. **A malformed call raises ``ValueError`` or ``TypeError`` whose message
    names the argument** (or pytree path, config field, setting or file) that
@@ -48,18 +49,20 @@ def assert_refused_clearly(call: Call) -> None:
 
 
 def assert_works(call: Call) -> None:
-    """Invariant 2 for one call: it returns; tensor results hold no NaN unless an empty mean made one."""
+    """Invariant 2 for one call: it returns (generate: a 2-D LongTensor of sequences)."""
     result = call.run()
     if call.target == "generate":
-        assert result.dtype == torch.long and result.dim() == 2
+        sequences = result if isinstance(result, torch.Tensor) else result[0]  # output_scores: a triple
+        assert sequences.dtype == torch.long and sequences.dim() == 2
 
 
 @settings(max_examples=EXAMPLES)
 @given(malformed_model_calls())
 def test_malformed_model_and_decoding_calls_are_refused_clearly(call):
-    """encode / forward / loss / generate / init_cache / decode_step: a call with one defect (tensor
-    dtype, rank, shape, range or batch; pytree part, key, shape, dtype or type; config; option; a
-    buffer no machine holds) raises ValueError or TypeError naming the argument."""
+    """encode / forward / loss / generate / stream / init_cache / decode_step / score / intermediates: a
+    call with one defect (tensor dtype, rank, shape, range or batch; pytree part, key, shape, dtype or
+    type; config; option; encoder output or decoder prefix; a buffer no machine holds) raises ValueError
+    or TypeError naming the argument."""
     assert_refused_clearly(call)
 
 

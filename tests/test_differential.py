@@ -113,7 +113,8 @@ def test_bucket_function_equals_transformers_on_a_wide_range():
 
 def test_gradients_match_transformers():
     cfg = mt5fn.MT5Config(model_type="mt5", vocab_size=40, d_model=16, d_kv=6, d_ff=24, num_layers=2,
-                          num_decoder_layers=1, num_heads=3, relative_attention_max_distance=6)
+                          num_decoder_layers=1, num_heads=3, relative_attention_num_buckets=8,
+                          relative_attention_max_distance=6)  # 32 buckets with distance 6 is refused
     params = mt5fn.init_params(cfg, seed=3)
     model = hf_model(cfg, params)
     ids = torch.randint(0, 40, (2, 9), generator=torch.Generator().manual_seed(0))

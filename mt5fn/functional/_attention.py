@@ -62,7 +62,9 @@ def attention_weights(query: Tensor, key: Tensor, bias: Tensor | None) -> Tensor
     """softmax(q k^T + bias), unscaled: (B, H, Tq, d), (B, H, Tk, d) -> (B, H, Tq, Tk)."""
     scores = query @ key.transpose(-1, -2)  # (B, H, Tq, Tk)
     if bias is not None:
-        scores = scores + bias
+        # in the queries' dtype, as the SDPA path: a half model's float32 residual stream (FFN wo kept in
+        # float32) makes a float32 bias for UMT5's later blocks; transformers adds it to half scores in place
+        scores = scores + bias.to(scores.dtype)
     return torch.softmax(scores, dim=-1)
 
 

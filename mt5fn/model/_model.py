@@ -247,5 +247,5 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
         return linear_cross_entropy(hidden.flatten(0, 1), head, labels.flatten(), reduction=reduction)
     logits = lm_logits(params, cfg, hidden)  # (B, T, V)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; no copy otherwise
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=check.IGNORE_INDEX,
+    return F.cross_entropy(logits.flatten(0, 1), labels.long().flatten(), ignore_index=check.IGNORE_INDEX,
                            reduction=reduction)
