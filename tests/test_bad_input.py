@@ -176,3 +176,23 @@ def test_seeds_and_devices_are_checked_up_front():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device: device 'cuda' cannot be used"):
             mt5fn.init_params(CFG, device="cuda")
+
+
+def test_int32_labels_work_on_every_loss_path():
+    # Found by the boundary fuzz: the unfused path (vmap, quantized heads, empty batches) handed int32
+    # labels to F.cross_entropy, which takes int64 only.
+    stacked = mt5fn.tree_map(lambda t: torch.stack([t, t]), PARAMS)
+    batched = torch.func.vmap(mt5fn.loss, in_dims=(0, None, None, None))
+    assert torch.equal(batched(stacked, CFG, IDS, DEC.int()), batched(stacked, CFG, IDS, DEC))
+    assert torch.isnan(mt5fn.loss(PARAMS, CFG, IDS[:0].int(), DEC[:0].int()))  # a mean over no tokens
+
+
+def test_half_umt5_with_dropout_and_observers():
+    # Found by the boundary fuzz: UMT5's later blocks make their position bias in the float32 residual
+    # stream of a half model (FFN wo kept in float32); the plain-softmax path added it to half scores.
+    cfg = CFG.replace(model_type="umt5", num_layers=2, num_decoder_layers=2)
+    params = mt5fn.init_params(cfg, dtype=torch.float16)
+    generator = torch.Generator().manual_seed(0)
+    assert torch.isfinite(mt5fn.loss(params, cfg, IDS, DEC, dropout_rate=0.1, generator=generator))
+    acts = mt5fn.intermediates(params, cfg, IDS, DEC)
+    assert acts["logits"].shape == (2, 4, 30)
