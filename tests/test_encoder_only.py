@@ -220,3 +220,19 @@ def test_float16_with_activations_past_its_range_stays_finite_and_accurate(tmp_p
     error = lambda h: ((h - exact)[keep].norm() / exact[keep].norm()).item()  # noqa: E731
     assert error(got) < 1e-2 and error(expected) < 1e-2
     assert error(got) < 2 * error(expected)
+
+
+def test_quantize_on_load(tmp_path):
+    from mt5fn.quant import is_quantized
+
+    cfg = tiny("t5-v1_1")
+    params = encoder_tree(mt5fn.init_params(cfg, seed=10))
+    mt5fn.save_pretrained(params, cfg, tmp_path / "enc")
+    q_cfg, q = mt5fn.load_pretrained(tmp_path / "enc", quantize="int8")
+    assert is_quantized(q) and sorted(q) == ["encoder", "shared"]
+    exact = ours(params, cfg)
+    assert ((ours(q, q_cfg).float() - exact).norm() / exact.norm()) < 0.05
+    with pytest.raises(ValueError, match="int8"):
+        mt5fn.load_pretrained(tmp_path / "enc", quantize="int3")
+    with pytest.raises(ValueError, match="quantize must be None or a scheme name"):
+        mt5fn.load_pretrained(tmp_path / "enc", quantize=8)
