@@ -241,3 +241,18 @@ def test_a_float8_scale_of_the_wrong_shape_names_the_tensor(tmp_path):
     with pytest.raises(ValueError, match=r"encoder.block.1.layer.0.SelfAttention.v.scale_weight: scale of shape "
                                          r"\(3, 2\) does not fit encoder.block.1.layer.0.SelfAttention.v.weight"):
         mt5fn.load_pretrained(write(tmp_path / "scaled.safetensors", state), config=cfg)
+
+
+def test_info_on_a_single_file(tmp_path, capsys):
+    from mt5fn.cli import main
+
+    cfg = tiny("umt5")
+    file = write(tmp_path / "umt5_xxl_fp16.safetensors",
+                 {k: v.half() for k, v in encoder_state(cfg, mt5fn.init_params(cfg)).items()})
+    assert main(["info", file]) == 0
+    out = capsys.readouterr().out
+    assert "weights: single file umt5_xxl_fp16.safetensors" in out and "model: encoder-only (UMT5EncoderModel" in out
+    assert "config source: inferred from the tensor shapes" in out and "model_type: umt5" in out
+    assert "dtype: float16, float32" in out  # float32: the FFN wo of a float16 model
+    assert main(["info", file, "--config", str(tmp_path / "missing.json")]) == 1
+    assert "mt5fn info: error:" in capsys.readouterr().err
