@@ -215,6 +215,13 @@ def _generate_call(w: World, draw) -> Call:
     return Call("generate", mt5fn.generate, kwargs)
 
 
+def _decode_call(w: World, draw) -> Call:
+    hidden = mt5fn.encode(w.params, w.cfg, w.input_ids, w.attention_mask)
+    return Call("decode", mt5fn.decode, dict(params=w.params, cfg=w.cfg, decoder_input_ids=w.decoder_input_ids,
+                                             encoder_hidden=hidden, attention_mask=w.attention_mask,
+                                             decoder_attention_mask=w.decoder_attention_mask))
+
+
 def _score_call(w: World, draw) -> Call:
     return Call("score", mt5fn.score, dict(params=w.params, cfg=w.cfg, input_ids=w.input_ids, labels=w.labels,
                                            attention_mask=w.attention_mask,
@@ -261,6 +268,7 @@ MODEL_TARGETS: dict[str, Callable[[World, Any], Call]] = {
     "encode": _encode_call, "forward": _forward_call, "loss": _loss_call, "generate": _generate_call,
     "init_cache": _init_cache_call, "decode_step": _decode_step_call, "MT5Config": _config_call,
     "from_hf_state_dict": _state_dict_call, "score": _score_call, "intermediates": _intermediates_call,
+    "decode": _decode_call,
 }
 
 
@@ -446,7 +454,7 @@ GENERATION_DEFECTS: list[tuple[dict, tuple[str, ...]]] = [
 @st.composite
 def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward", "loss", "generate", "stream",
                                                             "init_cache", "decode_step", "score",
-                                                            "intermediates")) -> Call:
+                                                            "intermediates", "decode")) -> Call:
     """A model or decoding call (``targets``) with exactly one defect; ``names`` says what the error names."""
     target = draw(st.sampled_from(targets))
     w = draw(worlds())
@@ -466,7 +474,7 @@ def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward",
               "generate": ["mask", "generation", "empty", "long", "gen-args", "encoder_outputs", "prefix",
                            "no-source"],
               "stream": ["mask", "empty", "long", "encoder_outputs", "prefix", "no-source"],
-              "score": ["mask", "batch"], "intermediates": ["mask", "batch"],
+              "score": ["mask", "batch"], "intermediates": ["mask", "batch"], "decode": ["mask", "hidden", "batch"],
               "init_cache": ["mask", "hidden", "max_length"], "decode_step": ["cache", "inplace", "batch"]}[target]
     kind = draw(st.sampled_from(kinds))
     if kind in ("ids", "mask", "empty", "long") and kwargs.get("input_ids") is None and "input_ids" in kwargs:
@@ -475,7 +483,7 @@ def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward",
         kwargs.pop("encoder_outputs", None)
     if kind == "ids" and target in ("generate", "stream"):
         kwargs.pop("decoder_input_ids", None)
-    if target in ("init_cache",) and kind == "ids":
+    if target == "init_cache" and kind == "ids":
         kind = "hidden"
     if kind == "params":
         defect, kwargs["params"] = draw(bad_params(w.params, w.cfg, need_decoder=need_decoder))
@@ -495,7 +503,8 @@ def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward",
                  "loss": [("attention_mask", "input_ids"), ("decoder_attention_mask", "labels")],
                  "score": [("attention_mask", "input_ids"), ("decoder_attention_mask", "labels")],
                  "generate": [("attention_mask", "input_ids")], "stream": [("attention_mask", "input_ids")],
-                 "init_cache": [("encoder_mask", "encoder_hidden")]}[target]
+                 "init_cache": [("encoder_mask", "encoder_hidden")],
+                 "decode": [("attention_mask", "encoder_hidden"), ("decoder_attention_mask", "decoder_input_ids")]}[target]
         name, of = draw(st.sampled_from(pairs))
         like = kwargs[of][..., 0] if of == "encoder_hidden" else kwargs[of]
         defect, kwargs[name] = draw(st.sampled_from(_mask_defects(like)))
@@ -505,7 +514,7 @@ def malformed_model_calls(draw, targets: tuple[str, ...] = ("encode", "forward",
         kwargs.update(changes)
     elif kind == "batch":
         name = {"forward": "decoder_input_ids", "intermediates": "decoder_input_ids", "loss": "labels",
-                "score": "labels", "decode_step": "token_ids"}[target]
+                "score": "labels", "decode_step": "token_ids", "decode": "decoder_input_ids"}[target]
         value = kwargs[name]
         kwargs[name] = torch.cat([value, value[:1]]) if draw(st.booleans()) or value.shape[0] < 2 else value[:-1]
         defect, names = f"{name} with another batch size", (name,)

@@ -1,7 +1,7 @@
 """One boundary, fuzzed: the public functions either work or refuse clearly.
 
 Two invariants over the public boundary -- ``encode``, ``forward``, ``loss``,
-``generate`` (and ``stream``), ``init_cache``, ``decode_step``, ``score``,
+``generate`` (and ``stream``), ``decode``, ``init_cache``, ``decode_step``, ``score``,
 ``intermediates``, ``MT5Config``, ``from_hf_state_dict`` and ``Tokenizer`` --
 with the calls drawn by ``spec/malformed.py`` over plain, bfloat16, float16,
 int8-quantized and ``prepare_decoding`` parameter trees:
@@ -59,7 +59,7 @@ def assert_works(call: Call) -> None:
 @settings(max_examples=EXAMPLES)
 @given(malformed_model_calls())
 def test_malformed_model_and_decoding_calls_are_refused_clearly(call):
-    """encode / forward / loss / generate / stream / init_cache / decode_step / score / intermediates: a
+    """encode / decode / forward / loss / generate / stream / init_cache / decode_step / score / intermediates: a
     call with one defect (tensor dtype, rank, shape, range or batch; pytree part, key, shape, dtype or
     type; config; option; encoder output or decoder prefix; a buffer no machine holds) raises ValueError
     or TypeError naming the argument."""
