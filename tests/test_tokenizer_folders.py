@@ -84,6 +84,10 @@ def test_a_non_t5_tokenizer_json_is_used_as_it_is(tmp_path, spiece_tok):
     tok = mt5fn.Tokenizer.from_pretrained(tmp_path / "tok")
     assert tok.kind == "tokenizer.json"
     assert_same_as_auto(tok, tmp_path / "tok", texts=STRINGS[:40])
+    tok.save_pretrained(tmp_path / "again")  # keeps its class, so transformers keeps the file's pipeline
+    assert json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())["tokenizer_class"] == \
+        "PreTrainedTokenizerFast"
+    assert_same_as_auto(mt5fn.Tokenizer.from_pretrained(tmp_path / "again"), tmp_path / "again", texts=STRINGS[:10])
 
 
 def test_byt5_matches_transformers(tmp_path):

@@ -42,6 +42,7 @@ class _LibraryBackend:
 
     def __init__(self, tokenizer: Any, kind: str, specials: dict[str, str], origin: str, model: bytes | None = None):
         self.tokenizer, self.kind, self.model = tokenizer, kind, model
+        self.tokenizer_class = "T5Tokenizer"
         self.size = tokenizer.get_vocab_size(with_added_tokens=True)
         ids = {key: tokenizer.token_to_id(token) for key, token in specials.items()}
         missing = [specials[key] for key, value in ids.items() if value is None]
@@ -154,9 +155,12 @@ class Tokenizer:
                 decoded = text.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise ValueError(f"{file}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-            t5 = config.get("tokenizer_class", "T5Tokenizer") in T5_CLASSES
+            name = config.get("tokenizer_class", "T5Tokenizer")
+            t5 = name in T5_CLASSES
             backend = _LibraryBackend(from_tokenizer_json(decoded, file, t5, specials), F.TOKENIZER_JSON_NAME,
                                       specials, file)
+            if not t5 and isinstance(name, str):
+                backend.tokenizer_class = name  # saved as it came: its pipeline is the file's own
             spiece = checked_path(path, F.SPIECE_NAME)
             if os.path.isfile(spiece):
                 backend.model = _read_bytes(spiece)  # kept so that a save writes it too
@@ -184,7 +188,7 @@ class Tokenizer:
             files[F.ADDED_TOKENS_NAME] = _dumps({t: backend.token_to_id(t) for t in backend.sentinels})
         else:
             sentinels = [f"<extra_id_{n}>" for n in range(self.extra_ids)]
-            config = {"tokenizer_class": "T5Tokenizer", "extra_ids": self.extra_ids, **special,
+            config = {"tokenizer_class": backend.tokenizer_class, "extra_ids": self.extra_ids, **special,
                       "additional_special_tokens": sentinels}
             special["additional_special_tokens"] = sentinels
             files[F.TOKENIZER_JSON_NAME] = backend.tokenizer.to_str(pretty=True).encode("utf-8")
