@@ -129,8 +129,8 @@ def _bad_lines(path, lines):
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such file"),
     ("empty", "is empty"),
-    ("no_target", "no TAB"),
-    ("empty_target", "empty target"),
+    ("no_target", "bad.tsv:2: no TAB separating input and target (--strict)"),
+    ("empty_target", "no usable record"),
     ("indivisible", "must be divisible"),
     ("batch_too_big", "larger than the"),
     ("too_short", "--max-input-length"),
@@ -143,8 +143,9 @@ def test_bad_input_gives_clear_error(data, tmp_path, case, message):
         args["data"] = str(tmp_path / "nope.tsv")
     elif case == "empty":
         args["data"] = _bad_lines(tmp_path / "empty.tsv", ["", "  "])
-    elif case == "no_target":
+    elif case == "no_target":  # malformed records are fatal with --strict (skipped and counted without)
         args["data"] = _bad_lines(tmp_path / "bad.tsv", ["a\tb", "just an input"])
+        args["extra"] = sup + ["--strict"]
     elif case == "empty_target":
         args["data"] = _bad_lines(tmp_path / "bad.tsv", ["a\t "])
     elif case == "indivisible":
@@ -175,3 +176,14 @@ def test_existing_checkpoint_is_never_overwritten_without_resume(data, tmp_path)
     assert (out / "latest").read_text().strip() == "step-00000001"
     code, err = run_cli("train", *[a if a != out else tmp_path / "fresh" for a in common], "--steps", 2, "--resume")
     assert code == 2 and "no checkpoint" in err
+
+
+def test_malformed_lines_are_skipped_and_counted(data, tmp_path):
+    lines = open(data["pairs"], encoding="utf-8").read().splitlines()
+    bad = tmp_path / "mixed.tsv"
+    bad.write_text("\n".join(lines[:20] + ["no tab here", "x\t  "] + lines[20:]) + "\n", encoding="utf-8")
+    code, err = run_cli("train", "--data", bad, "--mode", "supervised", "--config", data["config"], "--tokenizer",
+                        spiece_dir(), "--out", tmp_path / "out", "--steps", 1, "--batch-size", 4, "--quiet")
+    assert code == 0, err
+    assert "skipped 2 malformed record(s) of 66 (1 no TAB separating input and target, 1 empty target)" in err
+    assert f"{bad}:21" in err and "64 examples from 64 records" in err
