@@ -194,12 +194,17 @@ def build_runners(case: Case, hf: torch.nn.Module, params: dict, cfg: mt5fn.MT5C
 @contextlib.contextmanager
 def hf_mode(case: Case, hf: torch.nn.Module):
     """transformers set up for ``case``: gradients for train cases, and for checkpointed ones
-    ``gradient_checkpointing_enable()`` in train mode (its checkpointing only runs when training)
+    ``activation_checkpointing_enable()`` in train mode (its checkpointing only runs when training)
     with every dropout at 0, so the numbers stay those of the eval-mode model."""
     hf.requires_grad_(case.kind == "train")
     dropouts = [(m, m.p) for m in hf.modules() if isinstance(m, torch.nn.Dropout)]
+    enable = getattr(hf, "activation_checkpointing_enable", None)  # transformers 5's name
+    disable = getattr(hf, "activation_checkpointing_disable", None)
+    if enable is None:
+        enable = lambda kwargs: hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)  # noqa: E731
+        disable = hf.gradient_checkpointing_disable
     if case.checkpoint:
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable({"use_reentrant": False})
         for module, _ in dropouts:
             module.p = 0.0
         hf.train()
@@ -207,7 +212,7 @@ def hf_mode(case: Case, hf: torch.nn.Module):
         yield
     finally:
         if case.checkpoint:
-            hf.gradient_checkpointing_disable()
+            disable()
             for module, p in dropouts:
                 module.p = p
             hf.eval()
