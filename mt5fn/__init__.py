@@ -20,6 +20,7 @@ from .decoding import (DecodeCache, GenerateOutput, GenerationConfig, decode_ste
 from .model import (MT5Config, MT5Module, Scores, decode, encode, flatten_params, forward, init_params,
                     intermediates, lm_logits, loss, module_params, num_params, score, shift_right, tree_map,
                     unflatten_params)
+from .quant import dequantize, quantize
 from .tokenizer import Tokenizer, train_tokenizer
 
 __version__ = "0.1.0"
@@ -30,5 +31,5 @@ __all__ = [
     "DecodeCache", "GenerationConfig", "decode_step", "generate", "init_cache", "prepare_decoding",
     "GenerateOutput", "stream",
     "to_hf_state_dict", "tree_map", "unflatten_params", "intermediates", "score", "Scores",
-    "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer",
+    "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer", "quantize", "dequantize",
 ]
