@@ -1,6 +1,6 @@
 """T5 text encoders as image and video models use them: mt5fn against transformers' T5EncoderModel.
 
-    python benchmarks/encoder.py [--shape xl|large|base] [--runs 3] [--threads N] [--dir DIR]
+    python benchmarks/encoder.py [--shape xl|large|base] [--rounds 2] [--runs 2] [--threads N] [--dir DIR]
     python benchmarks/encoder.py precision      # fp16 / bf16 error against fp32, large activations
 
 ``speed`` (the default): a random encoder of the T5 v1.1 shape (xl: d_model
@@ -12,8 +12,9 @@ dtype (float32, bfloat16): load the folder (transformers:
 ``load_pretrained(dir, dtype=...)``), encode 4 x 256 tokens (one padded row)
 ``--runs`` times after a warm-up, and report the load time, the median
 encode time and the process's peak resident memory (``VmHWM``), with the
-resident memory before loading. Same thread count for both sides. The
-machine may be shared: the load average is printed.
+resident memory before loading. Same thread count for both sides; the
+processes of the two sides alternate for ``--rounds`` rounds, so that a busy
+moment on a shared machine slows both. The load average is printed.
 
 ``precision``: a T5 v1.1-shaped encoder (8 layers, d_model 512) whose FFN
 outputs in three blocks are scaled up until the float32 residual stream
@@ -107,32 +108,40 @@ def speed(args: argparse.Namespace) -> None:
     threads = args.threads or min(os.cpu_count() or 1, 16)
     root = args.dir or tempfile.mkdtemp(prefix="mt5fn-encoder-bench-")
     folder = os.path.join(root, f"t5-v1_1-{args.shape}-encoder")
+    os.makedirs(root, exist_ok=True)
     total, used, free = shutil.disk_usage(os.path.dirname(folder))
     print(f"# folder {folder} (disk free {_gib(free)}); load average {os.getloadavg()}")
     if not os.path.isdir(folder):
         start = time.perf_counter()
         count = build(folder, args.shape)
         print(f"# built and saved {count:,} parameters in {time.perf_counter() - start:.1f} s")
-    rows = []
-    for dtype in ("float32", "bfloat16"):
-        for side in ("transformers", "mt5fn"):
-            out = subprocess.run([sys.executable, "-c", CHILD, side, folder, dtype, str(args.runs), str(threads)],
-                                 capture_output=True, text=True, check=True)
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append((dtype, side, result))
-            print(f"# {dtype:9s} {side:12s} {json.dumps(result)}", flush=True)
-    print(f"\n{args.shape} encoder, 4 x 256 tokens, {threads} threads, load average now {os.getloadavg()}\n")
+    results: dict[tuple[str, str], list[dict]] = {}
+    for round_ in range(args.rounds):  # sides alternate, so a busy moment of a shared machine hits both
+        for dtype in ("float32", "bfloat16"):
+            for side in ("transformers", "mt5fn"):
+                out = subprocess.run([sys.executable, "-c", CHILD, side, folder, dtype, str(args.runs), str(threads)],
+                                     capture_output=True, text=True, check=True)
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                results.setdefault((dtype, side), []).append(result)
+                print(f"# round {round_} {dtype:9s} {side:12s} {json.dumps(result)} load avg {os.getloadavg()[0]:.1f}",
+                      flush=True)
+    rows = {key: {"load_s": statistics.median(r["load_s"] for r in runs),
+                  "encode_s": statistics.median(t for r in runs for t in r["all_s"]),
+                  "peak_rss": max(r["peak_rss"] for r in runs), "rss_before": min(r["rss_before"] for r in runs)}
+            for key, runs in results.items()}
+    print(f"\n{args.shape} encoder, 4 x 256 tokens, {threads} threads, {args.rounds} rounds x {args.runs} runs, "
+          f"load average now {os.getloadavg()}\n")
     print("| dtype | engine | load s | encode s (median) | peak RSS | RSS before load |")
     print("|---|---|---|---|---|---|")
-    for dtype, side, r in rows:
+    for (dtype, side), r in rows.items():
         print(f"| {dtype} | {side} | {r['load_s']:.2f} | {r['encode_s']:.2f} | {_gib(r['peak_rss'])} | "
               f"{_gib(r['rss_before'])} |")
     for dtype in ("float32", "bfloat16"):
-        ref = next(r for d, s, r in rows if d == dtype and s == "transformers")
-        ours = next(r for d, s, r in rows if d == dtype and s == "mt5fn")
+        ref, ours = rows[(dtype, "transformers")], rows[(dtype, "mt5fn")]
         print(f"\n{dtype}: mt5fn / transformers: load {ours['load_s'] / ref['load_s']:.2f}x, encode "
               f"{ours['encode_s'] / ref['encode_s']:.2f}x, peak RSS {ours['peak_rss'] / ref['peak_rss']:.2f}x "
-              f"(above the pre-load baseline: {(ours['peak_rss'] - ours['rss_before']) / (ref['peak_rss'] - ref['rss_before']):.2f}x)")
+              f"(above the pre-load baseline: "
+              f"{(ours['peak_rss'] - ours['rss_before']) / (ref['peak_rss'] - ref['rss_before']):.2f}x)")
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -196,7 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", nargs="?", default="speed", choices=("speed", "precision"))
     parser.add_argument("--shape", default="xl", choices=sorted(SHAPES))
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2, help="timed encodes per process, after one warm-up")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per side and dtype, alternating")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dir", default=None, help="keep the saved model here (reused when present)")
     args = parser.parse_args()
