@@ -187,3 +187,23 @@ def test_malformed_lines_are_skipped_and_counted(data, tmp_path):
     assert code == 0, err
     assert "skipped 2 malformed record(s) of 66 (1 no TAB separating input and target, 1 empty target)" in err
     assert f"{bad}:21" in err and "64 examples from 64 records" in err
+
+
+def test_jsonl_with_prefix_and_packing(data, tmp_path):
+    import json
+
+    lines = open(data["pairs"], encoding="utf-8").read().splitlines()
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("".join(json.dumps({"src": a, "tgt": b}, ensure_ascii=False) + "\n"
+                             for a, b in (line.split("\t") for line in lines)), encoding="utf-8")
+    code, err = run_cli("train", "--data", jsonl, "--mode", "supervised", "--input-field", "src", "--target-field",
+                        "tgt", "--prefix", "translate: ", "--pack", "--max-input-length", 64, "--max-target-length", 16,
+                        "--config", data["config"], "--tokenizer", spiece_dir(), "--out", tmp_path / "out",
+                        "--steps", 2, "--batch-size", 4, "--quiet")
+    assert code == 0, err
+    packed = int(err.split("training data: ")[1].split(" examples")[0])
+    assert 0 < packed < 64 and "from 64 records" in err  # whole examples joined into fewer, fuller rows
+    assert len(losses(tmp_path / "out")) == 2
+    code, err = run_cli("train", "--data", jsonl, "--mode", "span", "--prefix", "x", "--config", data["config"],
+                        "--out", tmp_path / "bad", "--steps", 1, "--batch-size", 4)
+    assert code == 2 and "--prefix applies to supervised inputs" in err

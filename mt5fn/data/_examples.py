@@ -147,12 +147,6 @@ class Examples:
             return self.items[index]
         return corrupt(self.items[index], self, mix_seed(self.seed, epoch, index, 0x5CA1))
 
-    def longest_input(self) -> int:
-        """Tokens of the longest model input (span mode: every corrupted chunk has the same length)."""
-        if self.mode == "span":
-            return max((len(self.get(i, 0)[0]) for i in range(min(1, len(self.items)))), default=0)
-        return max((len(inputs) for inputs, _ in self.items), default=0)
-
 
 def corrupt(chunk: Tensor, spec: Examples, seed: int) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(seed)

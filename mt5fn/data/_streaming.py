@@ -179,10 +179,6 @@ class ExampleStream:
                                if self.pack_examples else pairs)
         return summary
 
-    def longest_input(self) -> int:
-        """Span mode: the (fixed) length of every corrupted input; supervised: the length bound."""
-        return self.max_input_length
-
 
 def _last_row_parts(pairs: list[tuple[Tensor, Tensor]], max_input: int, max_target: int) -> list:
     """The pairs that ``pack_pairs(pairs)`` puts into its last row."""

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ..data import BatchPlan, ExampleStream, Examples, check_geometry, collate, make_batch, split_global_batch
+from ..data import (BatchPlan, DataError, ExampleStream, Examples, check_geometry, collate, make_batch,
+                    split_global_batch)
 
 
 class MemoryBatches:
@@ -44,7 +45,10 @@ class MemoryBatches:
                 "world_size": self.world_size}
 
     def restore(self, state: dict[str, Any], step: int) -> None:
-        """Nothing to restore: the order is a function of the step (checked for consistency)."""
+        """Nothing to restore (the order is a function of the step); the examples must be the checkpoint's."""
+        if int(state["num_examples"]) != len(self.examples):
+            raise DataError(f"--resume: the checkpoint's run had {state['num_examples']} training examples, this "
+                            f"one has {len(self.examples)}; the data or its tokenization changed")
 
 
 class StreamBatches:

@@ -220,6 +220,8 @@ def _restore(setup: Setup, run: Run) -> int:
         start = int(state["step"])
         setup.batches.restore(state["data"], start)
         setup.selection.restore(state.get("selection"))
+    except DataError as error:
+        raise TrainError(str(error)) from None
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise TrainError(f"--resume: trainer state in {run.existing!r} is corrupt ({error})") from None
     return start
