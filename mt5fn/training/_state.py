@@ -158,26 +158,3 @@ def read_state(path: str) -> dict[str, Any]:
         raise CheckpointError(f"--resume: checkpoint {path!r} is missing {SHARDED_OPTIMIZER}/ (the FSDP "
                               "optimizer shards)")
     return state
-
-
-def load_checkpoint(path: str) -> tuple[Any, dict, dict[str, Any]]:
-    """``(cfg, params, state)`` of a full-model checkpoint directory."""
-    from ..checkpoint import load_pretrained
-
-    state = read_state(path)
-    try:
-        cfg, params = load_pretrained(path)
-    except Exception as error:
-        raise CheckpointError(f"--resume: model in {path!r} cannot be loaded ({error})") from None
-    return cfg, params, state
-
-
-def save_checkpoint(out_dir: str, step: int, params: dict, cfg, tokenizer, state: dict[str, Any]) -> str:
-    """Single-process save of a full-model checkpoint (model, tokenizer, trainer state)."""
-    from ..checkpoint import save_pretrained
-
-    def write(tmp: str) -> None:
-        save_pretrained(params, cfg, tmp, tokenizer=tokenizer)
-        write_state(tmp, state)
-
-    return save_step(out_dir, step, write)
