@@ -1,20 +1,21 @@
 """T5 text encoders as image and video models use them: mt5fn against transformers' T5EncoderModel.
 
-    python benchmarks/encoder.py [--shape xl|large|base] [--rounds 2] [--runs 2] [--threads N] [--dir DIR]
+    python benchmarks/encoder.py [--shape xl|large|base] [--runs 3] [--threads N] [--dir DIR]
     python benchmarks/encoder.py precision      # fp16 / bf16 error against fp32, large activations
 
 ``speed`` (the default): a random encoder of the T5 v1.1 shape (xl: d_model
 2048, d_ff 5120, 24 layers, 32 heads, d_kv 64, vocab 32128 -- the shape of
 PixArt's and Flux's text encoders below XXL) is saved once, in float32, as a
-``T5EncoderModel`` folder. Each side then runs in a fresh subprocess per
-dtype (float32, bfloat16): load the folder (transformers:
-``T5EncoderModel.from_pretrained(dir, dtype=...)``; mt5fn:
-``load_pretrained(dir, dtype=...)``), encode 4 x 256 tokens (one padded row)
-``--runs`` times after a warm-up, and report the load time, the median
-encode time and the process's peak resident memory (``VmHWM``), with the
-resident memory before loading. Same thread count for both sides; the
-processes of the two sides alternate for ``--rounds`` rounds, so that a busy
-moment on a shared machine slows both. The load average is printed.
+``T5EncoderModel`` folder. Memory: each side loads it alone in a fresh
+subprocess per dtype (float32, bfloat16) -- transformers:
+``T5EncoderModel.from_pretrained(dir, dtype=...)``, mt5fn:
+``load_pretrained(dir, dtype=...)`` -- encodes 4 x 256 tokens (one row
+padded) once, and reports the load time and the process's peak resident
+memory (``VmHWM``), with the resident memory before loading. Speed: one
+subprocess per dtype loads both, warms both up, and times ``--runs``
+encodes of each in alternation (the order flips each round), so that a busy
+moment on a shared machine slows both alike; the median is reported. Same
+thread count for both sides. The load average is printed.
 
 ``precision``: a T5 v1.1-shaped encoder (8 layers, d_model 512) whose FFN
 outputs in three blocks are scaled up until the float32 residual stream
@@ -45,46 +46,69 @@ SHAPES = {
     "base": dict(d_model=768, d_ff=2048, num_layers=12, num_heads=12, d_kv=64),
 }
 
-CHILD = textwrap.dedent("""
-    import json, statistics, sys, time
-    import torch
-    side, folder, dtype_name, runs, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    torch.set_num_threads(threads)
-    dtype = getattr(torch, dtype_name)
+_SETUP = """
+import json, os, statistics, sys, time
+import torch
+folder, dtype_name, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+dtype = getattr(torch, dtype_name)
 
-    def status(key):
-        for line in open("/proc/self/status"):
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
 
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 32000, (4, 256), generator=g)
-    mask = torch.ones_like(ids)
-    mask[3, 200:] = 0
+g = torch.Generator().manual_seed(0)
+ids = torch.randint(3, 32000, (4, 256), generator=g)
+mask = torch.ones_like(ids)
+mask[3, 200:] = 0
+
+def load(side):
+    start = time.perf_counter()
     if side == "mt5fn":
         import mt5fn
-        before = status("VmRSS:")
-        start = time.perf_counter()
         cfg, params = mt5fn.load_pretrained(folder, dtype=dtype)
-        loaded = time.perf_counter() - start
         run = lambda: mt5fn.encode(params, cfg, ids, mask)
     else:
         import transformers
-        before = status("VmRSS:")
-        start = time.perf_counter()
         model = transformers.T5EncoderModel.from_pretrained(folder, dtype=dtype).eval()
-        loaded = time.perf_counter() - start
         run = lambda: model(input_ids=ids, attention_mask=mask).last_hidden_state
-    times = []
-    with torch.inference_mode():
-        out = run()  # warm-up
-        for _ in range(runs):
+    return run, time.perf_counter() - start
+"""
+
+# One side alone in a fresh process: load time, one encode, peak resident memory.
+MEMORY_CHILD = _SETUP + """
+side = sys.argv[5]
+if side == "mt5fn":
+    import mt5fn
+else:
+    import transformers
+before = status("VmRSS:")
+run, loaded = load(side)
+with torch.inference_mode():
+    start = time.perf_counter()
+    out = run()
+    first = time.perf_counter() - start
+print(json.dumps({"load_s": loaded, "first_encode_s": first, "rss_before": before, "peak_rss": status("VmHWM:"),
+                  "finite": bool(torch.isfinite(out).all())}))
+"""
+
+# Both sides in one process, timed in alternation (the order flips each round): a busy moment on a
+# shared machine slows both alike.
+SPEED_CHILD = _SETUP + """
+runs_of = {side: load(side)[0] for side in ("transformers", "mt5fn")}
+times = {side: [] for side in runs_of}
+with torch.inference_mode():
+    for run in runs_of.values():
+        run()  # warm-up
+    for index in range(runs):
+        order = list(runs_of) if index % 2 == 0 else list(runs_of)[::-1]
+        for side in order:
             start = time.perf_counter()
-            out = run()
-            times.append(time.perf_counter() - start)
-    print(json.dumps({"load_s": loaded, "encode_s": statistics.median(times), "all_s": times,
-                      "rss_before": before, "peak_rss": status("VmHWM:"), "finite": bool(torch.isfinite(out).all())}))
-""")
+            runs_of[side]()
+            times[side].append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
 
 
 def _gib(n: int) -> str:
@@ -115,21 +139,21 @@ def speed(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         count = build(folder, args.shape)
         print(f"# built and saved {count:,} parameters in {time.perf_counter() - start:.1f} s")
-    results: dict[tuple[str, str], list[dict]] = {}
-    for round_ in range(args.rounds):  # sides alternate, so a busy moment of a shared machine hits both
-        for dtype in ("float32", "bfloat16"):
-            for side in ("transformers", "mt5fn"):
-                out = subprocess.run([sys.executable, "-c", CHILD, side, folder, dtype, str(args.runs), str(threads)],
-                                     capture_output=True, text=True, check=True)
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-                results.setdefault((dtype, side), []).append(result)
-                print(f"# round {round_} {dtype:9s} {side:12s} {json.dumps(result)} load avg {os.getloadavg()[0]:.1f}",
-                      flush=True)
-    rows = {key: {"load_s": statistics.median(r["load_s"] for r in runs),
-                  "encode_s": statistics.median(t for r in runs for t in r["all_s"]),
-                  "peak_rss": max(r["peak_rss"] for r in runs), "rss_before": min(r["rss_before"] for r in runs)}
-            for key, runs in results.items()}
-    print(f"\n{args.shape} encoder, 4 x 256 tokens, {threads} threads, {args.rounds} rounds x {args.runs} runs, "
+    rows: dict[tuple[str, str], dict] = {}
+    for dtype in ("float32", "bfloat16"):
+        for side in ("transformers", "mt5fn"):
+            out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, folder, dtype, "0", str(threads), side],
+                                 capture_output=True, text=True, check=True)
+            rows[(dtype, side)] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"# memory {dtype:9s} {side:12s} {json.dumps(rows[(dtype, side)])} "
+                  f"load avg {os.getloadavg()[0]:.1f}", flush=True)
+        out = subprocess.run([sys.executable, "-c", SPEED_CHILD, folder, dtype, str(args.runs), str(threads)],
+                             capture_output=True, text=True, check=True)
+        times = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"# speed  {dtype:9s} {json.dumps(times)} load avg {os.getloadavg()[0]:.1f}", flush=True)
+        for side, values in times.items():
+            rows[(dtype, side)]["encode_s"] = statistics.median(values)
+    print(f"\n{args.shape} encoder, 4 x 256 tokens, {threads} threads, {args.runs} alternating runs, "
           f"load average now {os.getloadavg()}\n")
     print("| dtype | engine | load s | encode s (median) | peak RSS | RSS before load |")
     print("|---|---|---|---|---|---|")
@@ -205,8 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", nargs="?", default="speed", choices=("speed", "precision"))
     parser.add_argument("--shape", default="xl", choices=sorted(SHAPES))
-    parser.add_argument("--runs", type=int, default=2, help="timed encodes per process, after one warm-up")
-    parser.add_argument("--rounds", type=int, default=2, help="processes per side and dtype, alternating")
+    parser.add_argument("--runs", type=int, default=3, help="timed encodes per side, alternating, after a warm-up")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dir", default=None, help="keep the saved model here (reused when present)")
     args = parser.parse_args()
