@@ -206,3 +206,26 @@ def test_stream_of_parquet_resumes_exactly(tmp_path, tok):
     resumed.restore(torch.load(_saved(tmp_path, state), weights_only=True))
     got = [resumed.take(2) for _ in range(5)]
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for x, y in zip(got, want) for a, b in zip(x, y))
+
+
+def test_stream_shuffle_buffer_permutes_and_resumes_exactly(tmp_path, tok):
+    rows = [{"input": f"{a} {n}", "target": b} for n in range(8) for a, b in PAIRS]
+    _jsonl(tmp_path / "all.jsonl", rows)
+    paths = [str(tmp_path / "all.jsonl")]
+    plain = [pair for _ in range(4) for pair in _stream(paths, tok).take(10)][:10]
+    mixed = _stream(paths, tok, shuffle_buffer=8)
+    first = mixed.take(10)
+    assert [p[0].tolist() for p in first] != [p[0].tolist() for p in plain]  # drawn out of order
+    state = mixed.state()
+    assert len(state["buffer"]) == 7  # topped up to 8 before each draw
+    want = [mixed.take(5) for _ in range(10)]  # past the end of the file: the buffer crosses epochs
+    again = _stream(paths, tok, shuffle_buffer=8)
+    again.restore(torch.load(_saved(tmp_path, state), weights_only=True))
+    got = [again.take(5) for _ in range(10)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for x, y in zip(got, want) for a, b in zip(x, y))
+    seen = [p[0].tolist() for batch in [first, *want[:6]] for p in batch]  # the first 40 drawn (one epoch)
+    window = [p[0].tolist() for p in _stream(paths, tok).take(47)]  # what the buffer can have reached
+    from collections import Counter
+
+    drawn, reachable = Counter(map(tuple, seen)), Counter(map(tuple, window))
+    assert all(drawn[x] <= reachable[x] for x in drawn)  # nothing twice that the stream had once

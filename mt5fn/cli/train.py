@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "and count them)")
     data.add_argument("--streaming", action="store_true",
                       help="read the data lazily (corpora larger than memory; resumes at the exact record)")
+    data.add_argument("--shuffle-buffer", type=int, default=0, metavar="N",
+                      help="--streaming: draw each example at random from the next N (default 0: file order)")
     data.add_argument("--pack", action="store_true", help="supervised: join whole examples into full rows")
     data.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory; default: the checkpoint's, else "
                       "a SentencePiece model trained on --data into OUT/tokenizer")
@@ -111,21 +113,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-_FIELDS = ("data", "out", "steps", "batch_size", "preset", "config", "from_checkpoint", "tokenizer", "vocab_size",
-           "mode", "max_input_length", "max_target_length", "tsv_header", "input_field", "target_field",
-           "text_field", "prefix", "strict", "streaming", "pack", "grad_accum", "optimizer", "lr", "weight_decay",
-           "schedule", "warmup", "max_grad_norm", "dropout", "bf16", "seed", "activation_checkpointing",
-           "save_every", "resume", "device", "profile", "quiet", "max_weight_growth", "fsdp", "eval_data",
-           "eval_every", "eval_generate", "eval_num_beams", "eval_max_new_tokens", "eval_batch_size",
-           "best_metric", "best_mode", "early_stopping_patience", "lora_rank", "lora_alpha", "lora_targets",
-           "lora_dropout")
-
-
 def config_from_args(args: argparse.Namespace):
-    """The ``TrainConfig`` of parsed ``mt5fn train`` arguments."""
+    """The ``TrainConfig`` of parsed ``mt5fn train`` arguments (every field is the flag of its name)."""
+    import dataclasses
+
     from ..training import TrainConfig
 
-    values = {name: getattr(args, name) for name in _FIELDS}
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)}
     values["data"], values["eval_data"] = tuple(values["data"]), tuple(values["eval_data"])
     return TrainConfig(**values)
 

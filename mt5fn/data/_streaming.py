@@ -35,12 +35,15 @@ class ExampleStream:
 
     def __init__(self, paths: Sequence[str], fields: Fields, tokenizer, *, max_input_length: int,
                  max_target_length: int, seed: int, prefix: str = "", pack_examples: bool = False,
-                 strict: bool = False, flag: str = "--data") -> None:
+                 strict: bool = False, shuffle_buffer: int = 0, flag: str = "--data") -> None:
         self.files = expand_paths(paths, flag)
         self.fields, self.tokenizer, self.flag = fields, tokenizer, flag
         self.max_input_length, self.max_target_length = max_input_length, max_target_length
         self.seed, self.prefix, self.pack_examples, self.strict = seed, prefix, pack_examples, strict
         self.mode = fields.mode
+        if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+            raise DataError(f"--shuffle-buffer must be a non-negative int, got {shuffle_buffer!r}")
+        self.shuffle_buffer = shuffle_buffer
         self.eos_id = int(tokenizer.eos_token_id)
         self.spec = Examples(self.mode, [], int(tokenizer.vocab_size), self.eos_id, seed,
                              getattr(tokenizer, "extra_ids", None))
@@ -56,6 +59,7 @@ class ExampleStream:
     def state(self) -> dict[str, Any]:
         return {"epoch": self._epoch, "shard": self._shard, "position": self._position,
                 "pending_tokens": self._pending_tokens.clone(), "ready": [list(pair) for pair in self._ready],
+                "buffer": [list(pair) for pair in self._buffer],
                 "partial": [list(pair) for pair in self._partial], "chunks": self._chunks,
                 "examples_seen": self.examples_seen, "skipped": dict(self.skips.skipped),
                 "files": list(self.files)}
@@ -65,6 +69,7 @@ class ExampleStream:
             self._epoch, self._shard, self._position = 0, 0, None
             self._pending_tokens = torch.empty(0, dtype=torch.long)
             self._ready: list[tuple[Tensor, Tensor]] = []
+            self._buffer: list[tuple[Tensor, Tensor]] = []
             self._partial: list[tuple[Tensor, Tensor]] = []
             self._chunks = self.examples_seen = 0
             return
@@ -74,6 +79,7 @@ class ExampleStream:
         self._epoch, self._shard, self._position = int(state["epoch"]), int(state["shard"]), state["position"]
         self._pending_tokens = state["pending_tokens"].to(torch.long)
         self._ready = [tuple(pair) for pair in state["ready"]]
+        self._buffer = [tuple(pair) for pair in state.get("buffer", [])]
         self._partial = [tuple(pair) for pair in state["partial"]]
         self._chunks, self.examples_seen = int(state["chunks"]), int(state["examples_seen"])
         self.skips.skipped.update(state.get("skipped", {}))
@@ -141,10 +147,28 @@ class ExampleStream:
         self._partial = last_parts
 
     def take(self, count: int) -> list[tuple[Tensor, Tensor]]:
-        """The next ``count`` examples ``(inputs, targets)``."""
-        while len(self._ready) < count:
+        """The next ``count`` examples ``(inputs, targets)``.
+
+        With a shuffle buffer of ``B`` examples, each one handed out is drawn uniformly from the
+        buffer (seeded by ``(seed, examples handed out so far)``) and its place refilled from the
+        stream, as ``tf.data`` / ``datasets`` shuffle buffers do; the buffer is part of ``state()``.
+        """
+        while len(self._ready) < count + max(0, self.shuffle_buffer - len(self._buffer)):
             self._refill()
-        taken, self._ready = self._ready[:count], self._ready[count:]
+        if self.shuffle_buffer:
+            taken = []
+            for index in range(count):
+                room = self.shuffle_buffer - len(self._buffer)
+                if room > 0:  # top the buffer up from the stream
+                    self._buffer.extend(self._ready[:room])
+                    self._ready = self._ready[room:]
+                generator = torch.Generator().manual_seed(mix_seed(self.seed, self.examples_seen + index, 0x5B))
+                pick = int(torch.randint(len(self._buffer), (1,), generator=generator))
+                taken.append(self._buffer[pick])
+                self._buffer[pick] = self._buffer[-1]
+                self._buffer.pop()
+        else:
+            taken, self._ready = self._ready[:count], self._ready[count:]
         self.examples_seen += count
         if self.mode == "span":
             out = []

@@ -75,6 +75,7 @@ class TrainConfig:
     prefix: str = ""
     strict: bool = False
     streaming: bool = False
+    shuffle_buffer: int = 0  # streaming: draw each example from a buffer of this many
     pack: bool = False
     # optimisation
     grad_accum: int = 1
@@ -194,6 +195,7 @@ def _check(cfg: TrainConfig) -> None:
     _int(cfg, "vocab_size", 1)
     _choice(cfg, "mode", MODES)
     _int(cfg, "max_input_length", 2)
+    _int(cfg, "shuffle_buffer", 0)
     _int(cfg, "max_target_length", 2)
     if cfg.tsv_header not in (None, True, False):
         _fail("tsv_header", f"must be True, False or None (detect), got {cfg.tsv_header!r}")
@@ -244,6 +246,8 @@ def _check_combinations(cfg: TrainConfig) -> None:
                                f"--from-checkpoint DIR (got {len(sources)}: {sources or 'none'})")
     if cfg.prefix and cfg.mode != "supervised":
         _fail("prefix", "applies to supervised inputs; span mode corrupts raw text")
+    if cfg.shuffle_buffer and not cfg.streaming:
+        _fail("shuffle_buffer", "is for --streaming (in-memory data is permuted whole every epoch)")
     if cfg.pack and cfg.mode != "supervised":
         _fail("pack", "is for supervised data (span mode always packs its text into full chunks)")
     if cfg.eval_every and not cfg.eval_data:

@@ -24,8 +24,8 @@ from ._state import CheckpointError, latest_checkpoint, read_state
 # Settings a resumed run must share with the checkpoint for its steps to be the same steps.
 PINNED = ("mode", "batch_size", "grad_accum", "seed", "max_input_length", "max_target_length", "optimizer",
           "lr", "weight_decay", "schedule", "warmup", "dropout", "max_grad_norm", "bf16", "data_sha256",
-          "prefix", "pack", "streaming", "input_field", "target_field", "text_field", "tsv_header", "fsdp",
-          "lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "base_model")
+          "prefix", "pack", "streaming", "shuffle_buffer", "input_field", "target_field", "text_field",
+          "tsv_header", "fsdp", "lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "base_model")
 
 
 @dataclass

@@ -173,7 +173,8 @@ def _batches(config: TrainConfig, ctx: D.Dist, fields: Fields, records, tokenize
     lengths = dict(max_input_length=config.max_input_length, max_target_length=config.max_target_length)
     if config.streaming:
         stream = ExampleStream(config.data, fields, tokenizer, seed=config.seed, prefix=config.prefix,
-                               pack_examples=config.pack, strict=config.strict, **lengths)
+                               pack_examples=config.pack, strict=config.strict,
+                               shuffle_buffer=config.shuffle_buffer, **lengths)
         summary = stream.summarize()
         return StreamBatches(stream, config.batch_size, config.grad_accum, ctx.world_size, cfg.pad_token_id), summary
     examples = build_examples(records.items, tokenizer, config.mode, seed=config.seed, prefix=config.prefix,
