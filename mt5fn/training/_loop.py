@@ -119,8 +119,42 @@ def _write_eval_json(out: str, step: int, metrics: dict[str, float], setup: Setu
     atomic_write_text(os.path.join(out, EVAL_JSON), json.dumps(record, indent=2) + "\n")
 
 
+def _one_step(config: TrainConfig, ctx: D.Dist, setup: Setup, guard: WeightGuard, step: int
+              ) -> tuple[float, float, float, int]:
+    """Optimizer step ``step`` (0-based): batch, loss and gradients, the finite check, the update, the
+    weight check. Returns ``(loss, lr, grad_norm, tokens)``."""
+    batches = setup.batches.local(step, ctx.rank, ctx.device)
+    generator = torch.Generator(ctx.device).manual_seed(mix_seed(config.seed, step, ctx.rank, 0xD0))
+    out = setup.engine.compute(batches, generator)
+    loss, grad_norm = float(out.loss), float(out.grad_norm)
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
+        raise guard.stop(f"non-finite {what} ({value}) at step {step + 1}")
+    lr = setup.optimizer.param_groups[0]["lr"]
+    setup.engine.apply(out)
+    setup.scheduler.step()
+    guard.check(step + 1)
+    input_tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
+    return loss, lr, grad_norm, int(D.all_sum(ctx, input_tokens)) + out.num_tokens
+
+
+def _finish(out: str, result: TrainResult, setup: Setup, metrics: dict[str, float] | None, step: int | None,
+            say: Callable[[str], None]) -> None:
+    """Rank 0: ``OUT/eval.json`` and the closing lines."""
+    selection = setup.selection
+    if metrics is not None:
+        result.best = latest_checkpoint(out, BEST) if selection.metric else None
+        _write_eval_json(out, step, metrics, setup, result.best)
+        result.eval = metrics
+        say(f"mt5fn train: evaluation at step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            + (f"; best {selection.metric} {selection.best_value:.4g} at step {selection.best_step} ({result.best})"
+               if selection.metric else ""))
+    say(f"mt5fn train: done, {len(result.losses)} steps; final loss {result.losses[-1]:.4f}; "
+        f"checkpoint {result.checkpoint}")
+
+
 def _run_steps(config: TrainConfig, ctx: D.Dist, run: Run, setup: Setup, say: Callable[[str], None]) -> TrainResult:
-    out, engine, start = run.out, setup.engine, setup.start
+    out, engine, start, selection = run.out, setup.engine, setup.start, setup.selection
     if run.existing is not None:
         say(f"mt5fn train: resuming from {run.existing} at step {start}")
     result = TrainResult(EXIT_OK, out, run.existing, cfg=setup.cfg,
@@ -137,45 +171,30 @@ def _run_steps(config: TrainConfig, ctx: D.Dist, run: Run, setup: Setup, say: Ca
     guard = WeightGuard(engine.weight_norm, config.max_weight_growth, lambda: latest_checkpoint(out))
     logger = Logger(out, config.steps, start, ctx.is_main, config.quiet, say)
     active = max(1, min(3, config.steps - start - 2))
-    last_metrics: dict[str, float] | None = None
-    last_eval_step = None
+    metrics, eval_step = None, None
     try:
         with Interrupt() as interrupt, _profiling.maybe_profile(config.profile, active=active,
                                                                 worker_name=f"rank{ctx.rank}") as profile_step:
             last_time = time.perf_counter()
             for step in range(start, config.steps):
-                batches = setup.batches.local(step, ctx.rank, ctx.device)
-                generator = torch.Generator(ctx.device).manual_seed(mix_seed(config.seed, step, ctx.rank, 0xD0))
-                out_step = engine.compute(batches, generator)
-                loss, grad_norm = float(out_step.loss), float(out_step.grad_norm)
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
-                    raise guard.stop(f"non-finite {what} ({value}) at step {step + 1}")
-                lr = setup.optimizer.param_groups[0]["lr"]
-                engine.apply(out_step)
-                setup.scheduler.step()
+                loss, lr, grad_norm, tokens = _one_step(config, ctx, setup, guard, step)
                 done = step + 1
-                guard.check(done)
-                input_tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
-                tokens = D.all_sum(ctx, input_tokens) + out_step.num_tokens
-                now = time.perf_counter()
-                logger.log_step(done, loss, lr, grad_norm, tokens / max(now - last_time, 1e-9))
+                logger.log_step(done, loss, lr, grad_norm, tokens / max(time.perf_counter() - last_time, 1e-9))
                 result.losses.append(loss)
                 profile_step()
                 stop = D.any_rank(ctx, interrupt.flag)
                 improved = early = False
                 if setup.eval_set is not None and not stop and (
                         done == config.steps or (config.eval_every and done % config.eval_every == 0)):
-                    last_metrics, last_eval_step = _evaluate(config, ctx, setup), done
-                    logger.log_eval(done, last_metrics)
-                    improved = setup.selection.update(last_metrics, done)
-                    early = setup.selection.should_stop and done < config.steps
+                    metrics, eval_step = _evaluate(config, ctx, setup), done
+                    logger.log_eval(done, metrics)
+                    improved = selection.update(metrics, done)
+                    early = selection.should_stop and done < config.steps
                 if stop or early or improved or done == config.steps or (
                         config.save_every and done % config.save_every == 0):
                     result.checkpoint = saver.save(done, loss)
                 if improved and ctx.is_main:
                     point(out, BEST, result.checkpoint)
-                    result.best = result.checkpoint
                 if stop:
                     say(f"mt5fn train: interrupted at step {done}; checkpoint saved to {result.checkpoint}; "
                         "continue with --resume")
@@ -183,22 +202,13 @@ def _run_steps(config: TrainConfig, ctx: D.Dist, run: Run, setup: Setup, say: Ca
                     return result
                 if early:
                     say(f"mt5fn train: early stopping at step {done}: {config.best_metric} has not improved for "
-                        f"{setup.selection.stale} evaluations (best {setup.selection.best_value:.4g} at step "
-                        f"{setup.selection.best_step})")
+                        f"{selection.stale} evaluations (best {selection.best_value:.4g} at step "
+                        f"{selection.best_step})")
                     result.stopped_early = True
                     break
                 last_time = time.perf_counter()
     finally:
         logger.close()
-    if last_metrics is not None and ctx.is_main:
-        result.best = latest_checkpoint(out, BEST) if setup.selection.metric else None
-        _write_eval_json(out, last_eval_step, last_metrics, setup, result.best)
-        result.eval = last_metrics
-        say("mt5fn train: evaluation at step {}: {}".format(
-            last_eval_step, ", ".join(f"{k} {v:.4g}" for k, v in last_metrics.items()))
-            + (f"; best {setup.selection.metric} {setup.selection.best_value:.4g} at step "
-               f"{setup.selection.best_step} ({result.best})" if setup.selection.metric else ""))
-    say(f"mt5fn train: done, {len(result.losses)} steps; final loss {result.losses[-1]:.4f}; "
-        f"checkpoint {result.checkpoint}")
+    if ctx.is_main:
+        _finish(out, result, setup, metrics, eval_step, say)
     return result
-
