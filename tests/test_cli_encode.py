@@ -84,9 +84,9 @@ def test_stdin_and_a_single_file_model(model, tmp_path):
               str(tmp_path / "t5_encoder.safetensors"))
     (tmp_path / "config.json").write_text(__import__("json").dumps(cfg.to_hf()))
     out = tmp_path / "emb.safetensors"
-    result = subprocess.run([sys.executable, "-m", "mt5fn", "encode", "--model", str(tmp_path / "t5_encoder.safetensors"),
-                             "--tokenizer", str(path), "--config", str(tmp_path / "config.json"), "--out", str(out),
-                             "--batch-size", "2"],
+    result = subprocess.run([sys.executable, "-m", "mt5fn", "encode", "--model",
+                             str(tmp_path / "t5_encoder.safetensors"), "--tokenizer", str(path),
+                             "--config", str(tmp_path / "config.json"), "--out", str(out), "--batch-size", "2"],
                             input="\n".join(TEXTS) + "\n", capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     check(out, cfg, params, tok, TEXTS)

@@ -84,7 +84,8 @@ def test_names_without_encoder_prefix_and_bundled_files(tmp_path):
     cfg = tiny("t5-v1_1")
     params = mt5fn.init_params(cfg, seed=2)
     state = encoder_state(cfg, params)
-    bare = {("embed_tokens.weight" if k == "shared.weight" else k.removeprefix("encoder.")): v for k, v in state.items()}
+    bare = {("embed_tokens.weight" if k == "shared.weight" else k.removeprefix("encoder.")): v
+            for k, v in state.items()}
     assert not any(k.startswith("encoder.") for k in bare)
     bundle = {f"text_encoders.t5xxl.transformer.{k}": v for k, v in state.items()}
     bundle["text_encoders.clip_l.transformer.text_model.embeddings.position_ids"] = torch.zeros(3, 5)
@@ -212,7 +213,8 @@ def test_bad_single_files_name_the_tensor(tmp_path):
         mt5fn.load_pretrained(odd)
     bad_shape = dict(state)
     bad_shape["encoder.block.1.layer.0.SelfAttention.k.weight"] = torch.zeros(8, 9)
-    with pytest.raises(ValueError, match=r"wrong shape: encoder.block.1.layer.0.SelfAttention.k.weight: shape \(8, 9\)"):
+    with pytest.raises(ValueError, match=r"wrong shape: encoder.block.1.layer.0.SelfAttention.k.weight: "
+                                         r"shape \(8, 9\)"):
         with pytest.warns(UserWarning):
             mt5fn.load_pretrained(write(tmp_path / "shape.safetensors", bad_shape))
     decoder_only = {k.replace("encoder.", "decoder."): v for k, v in state.items()}

@@ -5,8 +5,8 @@ saved file goes through, and the rule that a checkpoint reads no file from outsi
 from ._atomic import atomic_directory, atomic_write_bytes, atomic_write_text, fsync_tree, recover_directory
 from ._closed import checked_path
 from ._hf_names import from_hf_state_dict, to_hf_state_dict
-from ._pretrained import (ENCODER_CLASSES, load_pretrained, read_config, resolve_dtype, save_checkpoint,
-                          save_pretrained, weights_layout)
+from ._pretrained import ENCODER_CLASSES, load_pretrained, read_config, resolve_dtype, save_checkpoint, save_pretrained
+from ._weights import weights_layout
 from ._safetensors_io import parse_size
 
 __all__ = ["ENCODER_CLASSES", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "checked_path",

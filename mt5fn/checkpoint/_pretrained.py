@@ -61,7 +61,7 @@ from ._closed import checked_path
 from ._hf_names import _same_tensor, has_decoder_names, has_encoder_names, match_names, to_hf_state_dict
 from ._infer import infer_config
 from ._single_file import hf_names
-from ._weights import Weights, open_directory, open_file, weights_layout
+from ._weights import Weights, open_directory, open_file
 from ..model._config import MT5Config, read_config_json
 from ..model._params import flatten_params, unflatten_params
 

@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
                              args.max_length, device)
         from safetensors.torch import save
 
-        atomic_write_bytes(args.out, save(result, metadata={"model": os.path.abspath(args.model),
-                                                            "padding": "embeddings are zero where attention_mask is 0"}))
+        metadata = {"model": os.path.abspath(args.model), "padding": "embeddings are zero where attention_mask is 0"}
+        atomic_write_bytes(args.out, save(result, metadata=metadata))
     except (OSError, ValueError, TypeError, RuntimeError) as error:
         return fail(error)
     n, length, width = result["embeddings"].shape
