@@ -68,7 +68,7 @@ def test_jsonl_json_and_text(tmp_path):
 
 
 def test_parquet_and_datasets_folders(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     table = datasets.Dataset.from_dict({"input": [a for a, _ in PAIRS], "target": [b for _, b in PAIRS]})
     table.to_parquet(str(tmp_path / "train.parquet"))
     assert read_records([str(tmp_path / "train.parquet")], SUP).items == PAIRS
@@ -192,7 +192,7 @@ def _saved(tmp_path, state):
 
 
 def test_stream_of_parquet_resumes_exactly(tmp_path, tok):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     for shard in range(2):
         rows = PAIRS[shard::2] * 3
         datasets.Dataset.from_dict({"input": [a for a, _ in rows], "target": [b for _, b in rows]}).to_parquet(

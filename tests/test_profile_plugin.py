@@ -10,13 +10,11 @@ import os
 import subprocess
 import sys
 
-import pytest
+import torch_tb_profiler  # noqa: F401 -- the test extra installs it: a missing one must fail, not skip
 
 import mt5fn
 from spm import spiece_dir
 from train_fixtures import run_cli, write_data
-
-pytest.importorskip("torch_tb_profiler")
 
 # Runs the plugin's loader in a fresh process: it starts worker processes of its own (fork here;
 # the plugin's default, spawn, would re-import the test runner).

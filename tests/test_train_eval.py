@@ -74,7 +74,7 @@ def test_best_follows_the_metric_while_the_model_learns(data, tmp_path):
 
 
 def test_generation_metrics_best_and_evaluate_agree(data, tmp_path):
-    sacrebleu = pytest.importorskip("sacrebleu")
+    import sacrebleu  # the test extra installs it: a missing one must fail, not skip
     out = tmp_path / "run"
     code, err = run_cli("train", *_common(data, out), "--steps", 6, "--eval-data", data["dev"], "--eval-every", 3,
                         "--eval-generate", "--eval-max-new-tokens", 6, "--best-metric", "eval_chrf")
