@@ -11,7 +11,7 @@ Dropout is off unless a ``dropout_rate`` is passed, and then draws from the
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.utils.checkpoint
@@ -62,6 +62,16 @@ def _checkpointed(block_fn: Callable[..., Tensor], generator: torch.Generator | 
     return lambda *args: torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
 
 
+def _block_biases(stack: dict, cfg: MT5Config,
+                  bias_of: Callable[[Tensor], Tensor]) -> Iterator[tuple[dict, Tensor]]:
+    """Each block of ``stack`` with its self-attention bias: block 0's table shared by every block
+    (T5, mT5: computed once), or each block's own table (UMT5: computed when its block runs, so one
+    (B, H, T, T) bias is alive at a time)."""
+    shared = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
+    for block in stack["blocks"]:
+        yield block, (bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared)
+
+
 def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
             rate: float, generator: torch.Generator | None, embedded: Tensor | None = None,
             checkpoint_blocks: bool = False, observe: Observer | None = None) -> Tensor:
@@ -79,9 +89,7 @@ def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Ten
         return self_attention_bias(table, cfg, mask_bias, length, length, bidirectional=True,
                                    dtype=hidden.dtype)  # (1 | B, H, S, S)
 
-    shared_bias = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
-    for block in stack["blocks"]:
-        bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
+    for block, bias in _block_biases(stack, cfg, bias_of):
         def run(hidden: Tensor, bias: Tensor | None, block: dict = block) -> Tensor:
             return encoder_block(block, cfg, hidden, bias, dropout_rate=rate, generator=generator, observe=observe)
 
@@ -109,9 +117,7 @@ def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hid
         return self_attention_bias(table, cfg, causal, length, length, bidirectional=False,
                                    dtype=hidden.dtype)  # (1 | B, H, T, T)
 
-    shared_bias = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
-    for block in stack["blocks"]:
-        bias = bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared_bias
+    for block, bias in _block_biases(stack, cfg, bias_of):
         def run(hidden: Tensor, bias: Tensor | None, encoder_hidden: Tensor, block: dict = block) -> Tensor:
             return decoder_block(block, cfg, hidden, bias, encoder_hidden, cross_bias,
                                  dropout_rate=rate, generator=generator, observe=observe)
