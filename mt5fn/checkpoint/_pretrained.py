@@ -64,6 +64,7 @@ from ._single_file import hf_names
 from ._weights import Weights, open_directory, open_file
 from ..model._config import MT5Config, read_config_json
 from ..model._params import flatten_params, unflatten_params
+from ..model._validate import check_bool
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -243,8 +244,7 @@ def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype |
     path = _check_path(path_or_single_file)
     dtype = resolve_dtype(dtype)
     device = torch.device(device) if device is not None else None
-    if not isinstance(encoder_only, bool):
-        raise ValueError(f"encoder_only must be a bool, got {encoder_only!r}")
+    check_bool("encoder_only", encoder_only)
     if quantize is not None and not isinstance(quantize, str):
         raise ValueError(f"quantize must be None or a scheme name like 'int8', got {quantize!r}")
     given = _given_config(config) if config is not None else None

@@ -16,6 +16,8 @@ import re
 
 from torch import Tensor
 
+from ..model._validate import is_int
+
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -25,7 +27,7 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 
 def parse_size(value: int | str) -> int:
     """Bytes from ``123``, ``"500MB"``, ``"5GB"`` (powers of 10) or ``"2GiB"`` (powers of 2)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         if value < 1:
             raise ValueError(f"max_shard_size must be positive, got {value!r}")
         return value

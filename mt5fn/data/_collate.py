@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..functional import IGNORE_INDEX
+from ..model._validate import check_int
 
 
 def _as_row(value: Any, where: str) -> Tensor:
@@ -42,8 +43,7 @@ def collate(examples: Sequence[tuple[Any, Any]], pad_id: int = 0) -> dict[str, T
     Returns ``{"input_ids": (B, S), "attention_mask": (B, S), "labels": (B, T)}``
     (LongTensors), padded on the right.
     """
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
-        raise ValueError(f"pad_id must be a non-negative int, got {pad_id!r}")
+    check_int("pad_id", pad_id, 0, words="a non-negative int")
     examples = list(examples)
     if not examples:
         raise ValueError("examples is empty; collate needs at least one (inputs, targets) pair")

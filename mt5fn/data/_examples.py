@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..model._validate import check_int
 from ._packing import pack, pack_pairs
 from ._readers import DataError
 from ._spans import compute_input_and_target_lengths, sentinels_needed, span_corruption
@@ -42,8 +43,7 @@ def mix_seed(*values: int) -> int:
 
 def check_lengths(max_input_length: Any, max_target_length: Any) -> None:
     for name, value in (("--max-input-length", max_input_length), ("--max-target-length", max_target_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise DataError(f"{name} must be an int >= 2 (room for a token and EOS), got {value!r}")
+        check_int(name, value, 2, words="an int >= 2 (room for a token and EOS)", error=DataError)
 
 
 def truncate(ids: Sequence[int], length: int, eos_id: int) -> Tensor:

@@ -14,6 +14,8 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from ..model._validate import check_int
+
 
 def _as_ids(document: Any, index: int) -> Tensor:
     if isinstance(document, Tensor):
@@ -32,9 +34,7 @@ def _as_ids(document: Any, index: int) -> Tensor:
 
 
 def _check_length(length: Any) -> int:
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be a positive int, got {length!r}")
-    return length
+    return check_int("length", length, 1, words="a positive int")
 
 
 def iter_packed(token_stream: Iterable[Any], length: int) -> Iterator[Tensor]:

@@ -14,14 +14,14 @@ import torch
 from torch import Tensor
 
 from ._collate import collate
+from ..model._validate import check_int
 from ._examples import Examples, mix_seed
 from ._readers import DataError
 
 
 def check_geometry(batch_size: int, grad_accum: int, world_size: int) -> None:
     for name, value in (("--batch-size", batch_size), ("--grad-accum", grad_accum)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DataError(f"{name} must be a positive int, got {value!r}")
+        check_int(name, value, 1, words="a positive int", error=DataError)
     split = grad_accum * world_size
     if batch_size % split:
         raise DataError(f"--batch-size {batch_size} (the global batch) must be divisible by "

@@ -25,27 +25,21 @@ for mT5's 100) is refused rather than numbering ordinary pieces as sentinels.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..model._validate import check_int, check_real
+
 
 def _check_rates(noise_density: Any, mean_noise_span_length: Any) -> tuple[float, float]:
-    if isinstance(noise_density, bool) or not isinstance(noise_density, (int, float)) \
-            or not 0.0 <= noise_density < 1.0:
-        raise ValueError(f"noise_density must be a float in [0, 1), got {noise_density!r}")
-    if isinstance(mean_noise_span_length, bool) or not isinstance(mean_noise_span_length, (int, float)) \
-            or not (mean_noise_span_length >= 1.0 and math.isfinite(mean_noise_span_length)):
-        raise ValueError(f"mean_noise_span_length must be a finite number >= 1, got {mean_noise_span_length!r}")
-    return float(noise_density), float(mean_noise_span_length)
+    return (check_real("noise_density", noise_density, at_least=0.0, below=1.0, words="a float in [0, 1)"),
+            check_real("mean_noise_span_length", mean_noise_span_length, at_least=1.0))
 
 
 def _check_length(length: Any) -> int:
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise ValueError(f"length must be a non-negative int, got {length!r}")
-    return length
+    return check_int("length", length, 0, words="a non-negative int")
 
 
 def _round32(value: float) -> int:
@@ -166,15 +160,12 @@ def span_corruption(tokens: Any, *, vocab_size: int, eos_id: int = 1, noise_dens
             tokens = torch.as_tensor(list(tokens), dtype=torch.long)
         except (TypeError, ValueError) as error:
             raise ValueError(f"tokens must be a 1-D sequence of token ids, got {type(tokens).__name__}") from error
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an int >= 2 (tokenizer size incl. extra ids), got {vocab_size!r}")
-    if isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < vocab_size:
-        raise ValueError(f"eos_id must be an int in [0, vocab_size={vocab_size}), got {eos_id!r}")
+    check_int("vocab_size", vocab_size, 2, words="an int >= 2 (tokenizer size incl. extra ids)")
+    check_int("eos_id", eos_id, 0, vocab_size - 1, words=f"an int in [0, vocab_size={vocab_size})")
     if extra_ids is None:
         extra_ids = min(DEFAULT_EXTRA_IDS, vocab_size)
-    if isinstance(extra_ids, bool) or not isinstance(extra_ids, int) or not 0 <= extra_ids <= vocab_size:
-        raise ValueError(f"extra_ids must be an int in [0, vocab_size={vocab_size}] (the sentinel count), "
-                         f"got {extra_ids!r}")
+    check_int("extra_ids", extra_ids, 0, vocab_size,
+              words=f"an int in [0, vocab_size={vocab_size}] (the sentinel count)")
     if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
         bad = int(tokens[(tokens < 0) | (tokens >= vocab_size)][0])
         raise ValueError(f"tokens must lie in [0, vocab_size={vocab_size}), got value {bad}")
@@ -203,8 +194,7 @@ def compute_input_and_target_lengths(inputs_length: int, noise_density: float = 
     the targets are no longer than the inputs. Raises ``ValueError`` when the
     rates cannot produce a valid mask at that length (see ``span_counts``).
     """
-    if isinstance(inputs_length, bool) or not isinstance(inputs_length, int) or inputs_length < 2:
-        raise ValueError(f"inputs_length must be an int >= 2 (room for a sentinel and EOS), got {inputs_length!r}")
+    check_int("inputs_length", inputs_length, 2, words="an int >= 2 (room for a sentinel and EOS)")
     noise_density, mean_noise_span_length = _check_rates(noise_density, mean_noise_span_length)
     if noise_density == 0.0:
         return inputs_length - 1, 2  # nothing is noised: the targets are one sentinel and EOS

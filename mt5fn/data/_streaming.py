@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..model._validate import check_int
 from ._examples import (DataSummary, Examples, corrupt, encode_pairs, encode_texts, mix_seed, span_lengths,
                         strip_eos)
 from ._packing import pack_pairs
@@ -41,9 +42,8 @@ class ExampleStream:
         self.max_input_length, self.max_target_length = max_input_length, max_target_length
         self.seed, self.prefix, self.pack_examples, self.strict = seed, prefix, pack_examples, strict
         self.mode = fields.mode
-        if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
-            raise DataError(f"--shuffle-buffer must be a non-negative int, got {shuffle_buffer!r}")
-        self.shuffle_buffer = shuffle_buffer
+        self.shuffle_buffer = check_int("--shuffle-buffer", shuffle_buffer, 0, words="a non-negative int",
+                                        error=DataError)
         self.eos_id = int(tokenizer.eos_token_id)
         self.spec = Examples(self.mode, [], int(tokenizer.vocab_size), self.eos_id, seed,
                              getattr(tokenizer, "extra_ids", None))

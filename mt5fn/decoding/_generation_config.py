@@ -105,7 +105,7 @@ class GenerationConfig:
         names = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in config.items() if key in names and value is not None}
         length = config.get("max_length")
-        if "max_new_tokens" not in values and isinstance(length, int) and not isinstance(length, bool) and length > 1:
+        if "max_new_tokens" not in values and check.is_int(length, 2):
             values["max_new_tokens"] = length - 1
         if values.get("output_scores") is True and config.get("return_dict_in_generate") is not True:
             values.pop("output_scores")

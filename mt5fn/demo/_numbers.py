@@ -14,6 +14,8 @@ Spanish with its fused 16-29 ("dieciséis", "veintitrés").
 
 from __future__ import annotations
 
+from ..model._validate import check_int
+
 LANGUAGES = ("en", "de", "fr", "es")
 MAX_NUMBER = 999
 
@@ -113,6 +115,5 @@ def spell(n: int, language: str) -> str:
     """``n`` (0..999) in words in ``language`` (one of ``LANGUAGES``)."""
     if language not in SPELL:
         raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_NUMBER:
-        raise ValueError(f"n must be an int in [0, {MAX_NUMBER}], got {n!r}")
+    check_int("n", n, 0, MAX_NUMBER)
     return SPELL[language](n)

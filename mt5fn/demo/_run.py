@@ -26,6 +26,7 @@ import torch
 
 from ..checkpoint import save_pretrained
 from ..decoding import generate
+from ..model._validate import check_int
 from ..tokenizer import Tokenizer, train_tokenizer
 from ..training import TrainConfig, read_metrics, train
 from ._plot import plot_losses, require_matplotlib
@@ -113,8 +114,7 @@ def _train_config(steps: int, seed: int, out: str, train_file: str, config_file:
 
 def _run_demo(steps: int, seed: int, out: str, echo: Callable[[str], None]) -> DemoResult:
     require_matplotlib()
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"--steps must be a positive int, got {steps!r}")
+    check_int("--steps", steps, 1, words="a positive int")
     start, cpu_start = time.perf_counter(), time.process_time()
     _prepare_out(out)
     train_pairs, test_pairs = make_pairs(seed)

@@ -53,30 +53,55 @@ MAX_SEED = 2 ** 64 - 1
 
 
 # ------------------------------------------------------------------ plain values
-def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    """An ``int`` (not a bool) in ``[minimum, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an int {bound}, got {_short(value)}")
-    return value
+# Every room checks its plain int / real arguments here (``words`` keeps a room's own phrasing of the
+# requirement, ``error`` its ValueError subclass): one definition of "an int" (a bool is not one) and of
+# "a finite number", so no check can disagree with another.
+def is_int(value: Any, minimum: int | None = None, maximum: int | None = None) -> bool:
+    """``value`` is an ``int`` (not a bool) in ``[minimum, maximum]`` (either bound may be None)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and (minimum is None or value >= minimum) and (maximum is None or value <= maximum))
 
 
-def check_optional_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int | None:
-    return None if value is None else check_int(name, value, minimum, maximum)
-
-
-def check_real(name: str, value: Any) -> float:
-    """A finite real number (not a bool), as a float."""
+def is_real(value: Any, *, at_least: float | None = None, above: float | None = None,
+            below: float | None = None, at_most: float | None = None) -> bool:
+    """``value`` is a finite real number (an int or a float, not a bool) within the bounds given."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a finite number, got {_short(value)}")
+        return False
     try:
         as_float = float(value)
     except OverflowError:  # an int beyond float range
-        raise ValueError(f"{name} must be a finite number, got {_short(value)}") from None
-    if not math.isfinite(as_float):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return as_float
+        return False
+    return (math.isfinite(as_float) and (at_least is None or as_float >= at_least)
+            and (above is None or as_float > above) and (below is None or as_float < below)
+            and (at_most is None or as_float <= at_most))
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None, *, words: str | None = None,
+              error: type[ValueError] = ValueError) -> int:
+    """An ``int`` (not a bool) in ``[minimum, maximum]``; else ``error`` says "``name`` must be ``words``"."""
+    if not is_int(value, minimum, maximum):
+        if words is None:
+            words = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+        raise error(f"{name} must be {words}, got {_short(value)}")
+    return value
+
+
+def check_optional_int(name: str, value: Any, minimum: int, maximum: int | None = None, *,
+                       words: str | None = None, error: type[ValueError] = ValueError) -> int | None:
+    return None if value is None else check_int(name, value, minimum, maximum, words=words, error=error)
+
+
+def check_real(name: str, value: Any, *, at_least: float | None = None, above: float | None = None,
+               below: float | None = None, at_most: float | None = None, words: str | None = None,
+               error: type[ValueError] = ValueError) -> float:
+    """A finite real number (not a bool) within the bounds given, as a float."""
+    if not is_real(value, at_least=at_least, above=above, below=below, at_most=at_most):
+        if words is None:
+            bounds = [f">= {at_least:g}" if at_least is not None else "", f"> {above:g}" if above is not None else "",
+                      f"< {below:g}" if below is not None else "", f"<= {at_most:g}" if at_most is not None else ""]
+            words = " ".join(["a finite number", " and ".join(b for b in bounds if b)]).strip()
+        raise error(f"{name} must be {words}, got {_short(value)}")
+    return float(value)
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -86,9 +111,7 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def check_dropout(rate: Any, name: str = "dropout_rate") -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be a float in [0, 1), got {_short(rate)}")
-    return float(rate)
+    return check_real(name, rate, at_least=0.0, below=1.0, words="a float in [0, 1)")
 
 
 def check_scale(name: str, value: Any) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..checkpoint import checked_path
 from ..model import read_json
+from ..model._validate import check_int, is_int
 
 SPIECE_NAME = "spiece.model"
 TOKENIZER_JSON_NAME = "tokenizer.json"
@@ -38,13 +39,12 @@ def read_optional_json(directory: str, name: str) -> dict[str, Any]:
 def model_vocab_size(directory: str) -> int | None:
     """``vocab_size`` of the model whose folder this is (``config.json``), when it says."""
     value = read_optional_json(directory, "config.json").get("vocab_size")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return value if is_int(value, 1) else None
 
 
 def check_extra_ids(value: Any, origin: str, vocab_size: int | None = None) -> int:
     """A non-negative int, at most ``MAX_EXTRA_IDS`` and at most the model's vocabulary."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{origin}: extra_ids must be a non-negative int, got {value!r}")
+    check_int(f"{origin}: extra_ids", value, 0, words="a non-negative int")
     limit = MAX_EXTRA_IDS if vocab_size is None else min(MAX_EXTRA_IDS, vocab_size)
     if value > limit:
         why = (f"the model's vocabulary has {vocab_size} rows" if vocab_size is not None and vocab_size < MAX_EXTRA_IDS

@@ -27,6 +27,7 @@ import torch
 
 from ..checkpoint import atomic_write_bytes, checked_path
 from ..model._preflight import check_buffers
+from ..model._validate import check_bool, check_int, check_optional_int, is_int
 from . import _files as F
 from ._byt5 import ByteBackend
 from ._unigram import T5_CLASSES, from_spiece, from_tokenizer_json, parse_spiece
@@ -211,8 +212,7 @@ class Tokenizer:
 
     def sentinel_id(self, n: int) -> int:
         """Id of ``<extra_id_n>`` (``vocab_size - 1 - n`` for SentencePiece tokenizers)."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < self.extra_ids:
-            raise ValueError(f"n must be an int in [0, extra_ids={self.extra_ids}), got {n!r}")
+        check_int("n", n, 0, self.extra_ids - 1, words=f"an int in [0, extra_ids={self.extra_ids})")
         index = self._backend.token_to_id(f"<extra_id_{n}>")
         if index is None:
             raise ValueError(f"n: the tokenizer has no <extra_id_{n}>")
@@ -257,11 +257,8 @@ class Tokenizer:
             padding = "longest" if padding else "do_not_pad"
         if padding not in ("longest", "max_length", "do_not_pad"):
             raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-        if not isinstance(truncation, bool):
-            raise ValueError(f"truncation must be a bool, got {truncation!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                       or max_length < 1):
-            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        check_bool("truncation", truncation)
+        check_optional_int("max_length", max_length, 1, words="a positive int or None")
         if max_length is None and (truncation or padding == "max_length"):
             raise ValueError(f"max_length is required with truncation={truncation!r} / padding={padding!r}")
         if max_length is not None and not truncation and padding != "max_length":
@@ -304,7 +301,7 @@ class Tokenizer:
             raise TypeError(f"ids must be a sequence of ints, got {type(ids).__name__}")
         ids = list(ids)
         for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+            if not is_int(i, 0):
                 raise ValueError(f"ids: {i!r} is not a token id (a non-negative int)")
         return ids
 

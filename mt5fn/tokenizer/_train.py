@@ -8,6 +8,7 @@ import re
 import warnings
 from typing import Any, Iterable
 
+from ..model._validate import check_int, check_real
 from . import _files as F
 from ._tokenizer import Tokenizer, _check_text
 
@@ -50,13 +51,10 @@ def train_tokenizer(texts_or_files: Any, out_dir: str | os.PathLike, vocab_size:
     """
     import sentencepiece
 
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 8:
-        raise ValueError(f"vocab_size must be an int >= 8, got {vocab_size!r}")
+    check_int("vocab_size", vocab_size, 8)
     F.check_extra_ids(extra_ids, "extra_ids")
-    if not 0.0 < character_coverage <= 1.0:
-        raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage!r}")
-    if isinstance(max_sentence_length, bool) or not isinstance(max_sentence_length, int) or max_sentence_length < 1:
-        raise ValueError(f"max_sentence_length must be a positive int, got {max_sentence_length!r}")
+    check_real("character_coverage", character_coverage, above=0.0, at_most=1.0, words="in (0, 1]")
+    check_int("max_sentence_length", max_sentence_length, 1, words="a positive int")
     files = _as_files(texts_or_files)
     if files is not None:
         for file in files:

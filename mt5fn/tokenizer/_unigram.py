@@ -26,6 +26,8 @@ import base64
 import json
 from typing import Any
 
+from ..model._validate import is_int
+
 _METASPACE = "\u2581"
 T5_CLASSES = ("T5Tokenizer", "T5TokenizerFast", "MT5Tokenizer", "MT5TokenizerFast", "UMT5Tokenizer",
               "UMT5TokenizerFast")
@@ -125,7 +127,7 @@ def from_tokenizer_json(text: str, origin: str, t5: bool, specials: dict[str, st
     added = [t for t in data.get("added_tokens") or [] if isinstance(t, dict) and isinstance(t.get("content"), str)]
     added.sort(key=lambda t: t.get("id", 0))
     unk_id = model.get("unk_id")
-    if isinstance(unk_id, bool) or not isinstance(unk_id, int) or not 0 <= unk_id < len(vocab):
+    if not is_int(unk_id, 0, len(vocab) - 1):
         raise ValueError(f"{origin}: the Unigram model's unk_id {unk_id!r} is not an id of its vocabulary")
     try:
         return t5_pipeline([(p, float(s)) for p, s in vocab], unk_id, charsmap, added, specials["eos_token"])

@@ -11,12 +11,12 @@ data, CUDA is present) run when the run starts, as ``TrainError``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from ._schedule import KINDS as SCHEDULES
+from ..model._validate import is_int, is_real
 
 MODES = ("span", "supervised")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -138,8 +138,7 @@ def _int(cfg: TrainConfig, name: str, minimum: int, maximum: int | None = None, 
     value = getattr(cfg, name)
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
+    if not is_int(value, minimum, maximum):
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         _fail(name, f"must be an int {bound}{' or None' if optional else ''}, got {value!r}")
 
@@ -149,9 +148,7 @@ def _real(cfg: TrainConfig, name: str, *, minimum: float, strict: bool = False, 
     value = getattr(cfg, name)
     if optional and value is None:
         return
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value > minimum if strict else value >= minimum) and (below is None or value < below))
-    if not ok:
+    if not is_real(value, above=minimum if strict else None, at_least=None if strict else minimum, below=below):
         bound = (f"{'>' if strict else '>='} {minimum}" if below is None else f"in [{minimum}, {below})")
         _fail(name, f"must be a finite number {bound}{' or None' if optional else ''}, got {value!r}")
 

@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Callable
 
+from ..model._validate import is_int
 from ._errors import EXIT_USAGE, TrainError
 
 LOCK_NAME = ".lock"
@@ -42,7 +43,7 @@ def _describe(owner: dict) -> str:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+    if not is_int(pid, 1):  # a bool or a garbled lock file names no process
         return False
     try:
         os.kill(pid, 0)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from ..model import flatten_params
+from ..model._validate import check_real
 
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adafactor": torch.optim.Adafactor}
 
@@ -46,10 +47,8 @@ def make_optimizer(params: dict, name: str = "adamw", lr: float = 1e-3, weight_d
     """
     if name not in _OPTIMIZERS:
         raise ValueError(f"name must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    check_real("lr", lr, above=0.0, words="a positive number")
+    check_real("weight_decay", weight_decay, at_least=0.0, words="a non-negative number")
     flat = flatten_params(params)
     if not flat:
         raise ValueError("params has no tensor leaves to optimise")

@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+from ..model._validate import check_int, check_optional_int, check_real
+
 KINDS = ("constant", "inverse_sqrt", "cosine")
 
 
@@ -27,17 +29,13 @@ def lr_factor(kind: str, warmup_steps: int = 0, total_steps: int | None = None,
     """The schedule as a plain function of the 0-based step (what ``LambdaLR`` calls)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
+    check_int("warmup_steps", warmup_steps, 0, words="a non-negative int")
     if kind == "cosine":
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= warmup_steps:
-            raise ValueError(f"total_steps must be an int > warmup_steps={warmup_steps} for the cosine "
-                             f"schedule, got {total_steps!r}")
-        if not 0.0 <= final_ratio <= 1.0:
-            raise ValueError(f"final_ratio must be in [0, 1], got {final_ratio!r}")
-    elif total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
-                                      or total_steps < 1):
-        raise ValueError(f"total_steps must be a positive int or None, got {total_steps!r}")
+        check_int("total_steps", total_steps, warmup_steps + 1,
+                  words=f"an int > warmup_steps={warmup_steps} for the cosine schedule")
+        check_real("final_ratio", final_ratio, at_least=0.0, at_most=1.0, words="in [0, 1]")
+    else:
+        check_optional_int("total_steps", total_steps, 1, words="a positive int or None")
 
     def factor(step: int) -> float:
         if step < warmup_steps:

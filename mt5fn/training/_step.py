@@ -36,7 +36,7 @@ from torch import Tensor
 from ..functional import IGNORE_INDEX
 from ..model import MT5Config, flatten_params, iter_leaves, tree_map
 from ..model import loss as model_loss
-from ..model._validate import check_bool, check_config, check_params
+from ..model._validate import check_bool, check_config, check_params, check_real
 
 _BATCH_KEYS = ("input_ids", "labels", "attention_mask", "decoder_attention_mask")
 
@@ -217,9 +217,8 @@ def train_step(params: dict, cfg: MT5Config, micro_batches: Any, *, dropout_rate
     check_config(cfg)
     check_params(params, cfg, need_decoder=True)
     batches = _check_micro_batches(micro_batches)
-    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
-                                      or not max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+    if max_grad_norm is not None:
+        check_real("max_grad_norm", max_grad_norm, above=0.0, words="a positive number or None")
     if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"autocast_dtype must be torch.bfloat16, torch.float16 or None, got {autocast_dtype!r}")
     check_bool("checkpoint_blocks", checkpoint_blocks)
