@@ -209,10 +209,11 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
         encoder_hidden = encoder_outputs
     rows = encoder_hidden.shape[0] * repeat
     slots = prefix_length - 1 + gc.max_new_tokens  # ids fed: the prefix, then all generated tokens but the last
+    # Laying out the weights is a few large copies and the cross K/V one large product: every thread.
+    weights = params if is_prepared(params) else prepare_decoding(
+        params, cfg, rows=rows, min_numel=one_call_min_numel(rows, gc.max_new_tokens))
+    cache = build_cache(weights, cfg, encoder_hidden, attention_mask, slots, repeat=repeat)
     with intra_op_threads(step_threads):
-        weights = params if is_prepared(params) else prepare_decoding(
-            params, cfg, rows=rows, min_numel=one_call_min_numel(rows, gc.max_new_tokens))
-        cache = build_cache(weights, cfg, encoder_hidden, attention_mask, slots, repeat=repeat)
         distances = distance_bias(weights, cfg, slots)
     position = 0
 

@@ -46,6 +46,8 @@ from ..model import MT5Config
 MIN_PREPARED_NUMEL = 1 << 16
 # Output columns per block of a one-row product (64 KiB of float32 output: cache-resident).
 OUTPUT_BLOCK = 16384
+# Rows of ``W`` transposed at a time when building column blocks (512 x 512 float32 = 1 MiB: in L2).
+TRANSPOSE_TILE = 512
 
 
 # A re-laid-out copy costs about as much as this many products with the weight as it is (one pass
@@ -81,13 +83,27 @@ def relayout_linear(weight: Tensor, rows: int | None, *, min_numel: int = MIN_PR
     if linear_form(weight) != "dense" or weight.numel() < min_numel:
         return weight
     if weight.device.type == "cpu" and rows == 1 and weight.dtype != torch.bfloat16:
-        return {COLUMNS: [piece.contiguous() for piece in weight.detach().t().split(block, dim=1)]}  # (in, <=block)
+        return {COLUMNS: _transposed_blocks(weight.detach(), block)}
     if _onednn_ready(weight):
         try:
             return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
         except RuntimeError:  # a build whose oneDNN refuses this shape: keep F.linear
             return weight
     return weight
+
+
+def _transposed_blocks(weight: Tensor, block: int) -> list[Tensor]:
+    """``W.T`` (in, out) in contiguous ``block``-column pieces, each filled in tiles of ``TRANSPOSE_TILE``
+    rows of ``W``: a tile's rows and its columns of the piece both stay in cache, where transposing a whole
+    block at once strides through memory (0.30 s against 0.44 s for the mt5-small head)."""
+    pieces = []
+    for rows in weight.split(block):  # (<=block, in)
+        piece = torch.empty(rows.shape[1], rows.shape[0], dtype=weight.dtype, device=weight.device)  # (in, <=block)
+        for start in range(0, rows.shape[0], TRANSPOSE_TILE):
+            tile = rows[start:start + TRANSPOSE_TILE]  # (<=tile, in)
+            piece[:, start:start + tile.shape[0]].copy_(tile.t())
+        pieces.append(piece)
+    return pieces
 
 
 def is_prepared(params: dict) -> bool:
