@@ -21,6 +21,8 @@ Engines (all in this process; ``--previous`` adds one in another):
   checkpoint in float32 and in bfloat16 (``torch_dtype``);
 * ``ct2`` / ``ct2-int8`` -- CTranslate2 (optional: ``pip install ctranslate2``)
   converted from the same checkpoint, ``compute_type`` float32 and int8;
+* ``mt5fn-held-worker`` -- ``mt5fn-held`` in a process of its own, driven
+  like ``previous``: the like-for-like side of that comparison;
 * ``previous`` -- ``--previous PYTHON``: the mt5fn installed for that
   interpreter (e.g. the last release in a second venv), plain params, driven
   as a subprocess that times its own calls.
@@ -52,22 +54,27 @@ import mt5fn
 SOURCE_LENGTH, NEW_TOKENS, LONG_LENGTH = 32, 32, 4096
 CASES = {"greedy1": dict(batch=1, num_beams=1), "greedy8": dict(batch=8, num_beams=1),
          "beam4": dict(batch=1, num_beams=4)}
-ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-bf16", "mt5fn-int8", "transformers", "transformers-bf16", "ct2",
-           "ct2-int8")
+ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-held-worker", "mt5fn-bf16", "mt5fn-int8", "transformers",
+           "transformers-bf16", "ct2", "ct2-int8")
 BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
-# The driver of --previous: reads "batch beams" lines, answers the seconds one generate call took.
+# The driver of --previous and of mt5fn-held-worker: reads "batch beams" lines, answers the seconds one
+# generate call took. "held" keeps one prepare_decoding tree per row count (made by the warm-up call).
 _WORKER = r"""
 import sys, time, torch, mt5fn
 torch.set_num_threads(int(sys.argv[1]))
+hold, trees = sys.argv[4] == "held", {}
 cfg = mt5fn.MT5Config.preset("mt5-small").replace(tie_word_embeddings=False, dropout_rate=0.0)
 params = mt5fn.init_params(cfg, seed=0)
 sources = torch.randint(3, cfg.vocab_size, (8, int(sys.argv[2])), generator=torch.Generator().manual_seed(0))
 print("ready", mt5fn.__file__, flush=True)
 for line in sys.stdin:
     batch, beams = map(int, line.split())
+    if hold and batch * beams not in trees:
+        trees[batch * beams] = mt5fn.prepare_decoding(params, cfg, rows=batch * beams)
+    tree = trees[batch * beams] if hold else params
     start = time.perf_counter()
-    out = mt5fn.generate(params, cfg, sources[:batch], max_new_tokens=int(sys.argv[3]),
+    out = mt5fn.generate(tree, cfg, sources[:batch], max_new_tokens=int(sys.argv[3]),
                          min_new_tokens=int(sys.argv[3]), num_beams=beams)
     print(time.perf_counter() - start, " ".join(map(str, out[0, 1:].tolist())), flush=True)
 """
@@ -142,18 +149,26 @@ def convert_ctranslate2(checkpoint: str, out_dir: str, vocab_size: int):
     return ctranslate2
 
 
-class Previous:
-    """Another interpreter's mt5fn, driven line by line; each call returns (seconds, first row's ids)."""
+class Worker:
+    """An mt5fn in another process, driven line by line; each call returns (seconds, first row's ids).
 
-    def __init__(self, python: str, threads: int) -> None:
-        # Outside this checkout and without PYTHONPATH, so the interpreter imports its own mt5fn.
+    ``--previous``: another interpreter's own mt5fn on plain params (the first round remembered its
+    layout between calls). ``mt5fn-held-worker``: this mt5fn on a held tree in a process of its own,
+    so that the comparison with the previous release runs both sides in the same conditions (this
+    process also holds transformers' and CTranslate2's models and the other trees)."""
+
+    def __init__(self, python: str, threads: int, *, held: bool = False, pythonpath: str | None = None) -> None:
+        # Outside this checkout and without PYTHONPATH (unless given), so the interpreter imports its own mt5fn.
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-        self.process = subprocess.Popen([python, "-c", _WORKER, str(threads), str(SOURCE_LENGTH), str(NEW_TOKENS)],
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        self.process = subprocess.Popen([python, "-c", _WORKER, str(threads), str(SOURCE_LENGTH), str(NEW_TOKENS),
+                                         "held" if held else "plain"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         cwd=tempfile.gettempdir(), env=env)
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "ready":
-            raise RuntimeError(f"--previous {python}: the worker did not start")
+            raise RuntimeError(f"{python}: the benchmark worker did not start")
         self.where = ready[1]
 
     def __call__(self, batch: int, num_beams: int) -> tuple[float, list[int]]:
@@ -237,14 +252,17 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
                     return [int(t[1:]) if t.startswith("t") else -1 for t in result[0].hypotheses[0]]
 
                 engines[name] = run_ct2
+    if "mt5fn-held-worker" in wanted:
+        engines["mt5fn-held-worker"] = Worker(sys.executable, args.threads, held=True,
+                                              pythonpath=os.path.dirname(os.path.dirname(mt5fn.__file__)))
     if args.previous:
-        engines["previous"] = Previous(args.previous, args.threads)
+        engines["previous"] = Worker(args.previous, args.threads)
         print(f"previous: {args.previous} -> {engines['previous'].where}")
     return engines
 
 
 def _call(fn: Callable, case: dict) -> tuple[float, list[int]]:
-    if isinstance(fn, Previous):
+    if isinstance(fn, Worker):
         return fn(**case)
     start = time.perf_counter()
     ids = fn(**case)
@@ -280,7 +298,7 @@ def print_table(table: dict, engines: list[str], floors: dict[str, float]) -> No
                     if {"mt5fn", "mt5fn-held"} <= set(row) else "-")
         print(f"| {case} | " + " | ".join(cells) + f" | {overhead} |")
     print(f"\nratios to {base} (lower is faster for mt5fn):")
-    pairs = [("mt5fn-held", "previous"), ("mt5fn-held", "ct2"), ("mt5fn-held", "transformers"),
+    pairs = [("mt5fn-held-worker", "previous"), ("mt5fn-held", "previous"), ("mt5fn-held", "ct2"), ("mt5fn-held", "transformers"),
              ("mt5fn-int8", "ct2-int8"), ("mt5fn-bf16", "transformers-bf16"), ("mt5fn-bf16", "mt5fn-held"),
              ("mt5fn-int8", "mt5fn-held")]
     for case, row in table.items():
@@ -348,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, result in table[next(iter(table))].items():
             if reference is not None:
                 print(f"{name}: first row's ids equal mt5fn fp32's: {result['ids'] == reference}")
-        if isinstance(engines.get("previous"), Previous):
-            engines["previous"].close()
+        for engine in engines.values():
+            if isinstance(engine, Worker):
+                engine.close()
     print(f"load average {os.getloadavg()}")
     print_table(table, list(engines), floors)
     if args.json:
