@@ -58,6 +58,7 @@ from . import _fp8
 from . import _safetensors_io as st
 from ._atomic import atomic_directory, recover_directory
 from ._closed import checked_path
+from ._folder_names import TOKENIZER_FILES
 from ._hf_names import _same_tensor, has_decoder_names, has_encoder_names, match_names, to_hf_state_dict
 from ._infer import infer_config
 from ._single_file import hf_names
@@ -433,8 +434,6 @@ def save_checkpoint(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
     config = hf_config_dict(cfg, tied, model_dtype, encoder_only)
     generation = {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": cfg.eos_token_id,
                   "pad_token_id": cfg.pad_token_id}
-    from ..tokenizer import TOKENIZER_FILES
-
     replaced = {CONFIG_NAME, GENERATION_CONFIG_NAME, *(copy_files or {})}
     if tokenizer is not None or any(name in TOKENIZER_FILES for name in copy_files or {}):
         replaced.update(TOKENIZER_FILES)  # a stale tokenizer.json would shadow the new spiece.model

@@ -14,17 +14,11 @@ import os
 from typing import Any
 
 from ..checkpoint import checked_path
+from ..checkpoint._folder_names import (ADDED_TOKENS_NAME, SPECIAL_TOKENS_MAP_NAME, SPIECE_NAME,  # noqa: F401
+                                       TOKENIZER_CONFIG_NAME, TOKENIZER_FILES, TOKENIZER_JSON_NAME)
 from ..model import read_json
 from ..model._validate import check_int, is_int
 
-SPIECE_NAME = "spiece.model"
-TOKENIZER_JSON_NAME = "tokenizer.json"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
-ADDED_TOKENS_NAME = "added_tokens.json"
-# Every file a tokenizer directory may hold (a save replaces all of them).
-TOKENIZER_FILES = (SPIECE_NAME, TOKENIZER_JSON_NAME, TOKENIZER_CONFIG_NAME, SPECIAL_TOKENS_MAP_NAME,
-                   ADDED_TOKENS_NAME)
 # More sentinels than any T5-family tokenizer has (T5/mT5: 100, ByT5: 125, UMT5: 300), and few enough to
 # build instantly; a model's vocabulary bounds them further where a config.json gives it.
 MAX_EXTRA_IDS = 10_000
