@@ -73,3 +73,15 @@ def test_rooms_import_only_their_own_room_and_lower_ones():
             if target in rank and rank[target] > rank[room]:
                 upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {target} (above {room})")
     assert not upward, "\n".join(upward)
+
+
+def test_the_command_line_imports_no_private_module_of_another_room():
+    private = []
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module and "._" in f".{node.module}":
+                private.append(f"cli/{path.name}:{node.lineno} from ..{node.module}")
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                private += [f"cli/{path.name}:{node.lineno} {alias.name}" for alias in node.names
+                            if alias.name.startswith("_")]
+    assert not private, private

@@ -79,7 +79,7 @@ CHECKS_OWN_OPTIONS: dict[str, frozenset[str]] = {"train": frozenset({"device", "
 
 def check_common(command: str, args: argparse.Namespace) -> None:
     """The shared options of ``command``'s parsed ``args`` (see the module docstring)."""
-    from ..model._validate import check_device, check_seed
+    from ..model import check_device, check_seed
 
     own = CHECKS_OWN_OPTIONS.get(command, frozenset())
     device = getattr(args, "device", None)
