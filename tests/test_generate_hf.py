@@ -277,3 +277,25 @@ def test_stream_yields_generate_columns(models, kwargs):
         with_prefix = mt5fn.generate(params, cfg, ids, mask, max_new_tokens=4, decoder_input_ids=prefix, **gen(),
                                      **kwargs)
         assert torch.equal(torch.stack(streamed, 1), with_prefix[:, 3:])
+
+
+@pytest.mark.parametrize("hf_settings", [
+    pytest.param(dict(max_length=8, min_length=6), id="max-min-length"),
+    pytest.param(dict(max_length=9, do_sample=True, top_k=0, top_p=0.9), id="top-k-0-is-off"),
+    pytest.param(dict(max_new_tokens=6, do_sample=True, top_k=0, temperature=0.8), id="top-k-0-temperature"),
+])
+def test_generation_config_json_decodes_as_transformers_reads_it(models, hf_settings, tmp_path):
+    """A generation_config.json in transformers' own conventions (lengths that count the decoder start
+    token, ``top_k: 0`` for "no top-k") gives the same ids through ``GenerationConfig.from_hf``."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    for seed, (cfg, params, model) in enumerate(models):
+        hf = HFGenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, **hf_settings)
+        hf.save_pretrained(tmp_path)
+        config = mt5fn.GenerationConfig.from_hf(tmp_path / "generation_config.json")
+        ids, mask = _inputs(cfg, seed)
+        ours = mt5fn.generate(params, cfg, ids, mask, config, generator=torch.Generator().manual_seed(99 + seed))
+        torch.manual_seed(99 + seed)
+        with torch.no_grad():
+            expected = _pad_after_eos(model.generate(input_ids=ids, attention_mask=mask, generation_config=hf), cfg)
+        assert torch.equal(ours, expected), (hf_settings, ours, expected)

@@ -96,7 +96,9 @@ class GenerationConfig:
     def from_hf(cls, config: Mapping[str, Any] | str | os.PathLike) -> "GenerationConfig":
         """From a ``generation_config.json`` (a path, or its dict). Keys mt5fn does not use are ignored,
         and so are nulls. Without ``max_new_tokens``, a ``max_length`` counts the decoder start token as
-        transformers does for encoder-decoders: ``max_new_tokens = max_length - 1``. ``output_scores``
+        transformers does for encoder-decoders: ``max_new_tokens = max_length - 1``; likewise without
+        ``min_new_tokens`` a ``min_length`` gives ``min_new_tokens = min_length - 1``. ``top_k: 0`` is
+        transformers' "no top-k" (None here), as ``top_p: 1.0`` already is. ``output_scores``
         counts only with ``return_dict_in_generate`` (without it transformers returns the ids alone too)."""
         if isinstance(config, (str, os.PathLike)):
             config = read_json(config)
@@ -107,6 +109,11 @@ class GenerationConfig:
         length = config.get("max_length")
         if "max_new_tokens" not in values and check.is_int(length, 2):
             values["max_new_tokens"] = length - 1
+        least = config.get("min_length")
+        if "min_new_tokens" not in values and check.is_int(least, 2):
+            values["min_new_tokens"] = least - 1
+        if values.get("top_k") == 0 and check.is_int(values["top_k"]):
+            values.pop("top_k")
         if values.get("output_scores") is True and config.get("return_dict_in_generate") is not True:
             values.pop("output_scores")
         return cls(**values)
