@@ -221,3 +221,61 @@ def test_a_saved_directory_has_the_usual_permissions(tmp_path):
     os.umask(mask)
     mt5fn.save_pretrained(OLD, CFG, tmp_path / "ckpt")
     assert os.stat(tmp_path / "ckpt").st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700
+
+
+
+def test_a_load_that_a_save_interrupts_reads_the_new_version_whole(tmp_path, monkeypatch):
+    """A save swaps a sharded version in between the reader's listing and its memory map of the single
+    weights file it saw: torch's map then fails with a RuntimeError ("unable to open file ... No such
+    file or directory"), and the reader must read the new version instead of failing."""
+    import safetensors
+
+    target = tmp_path / "ckpt"
+    mt5fn.save_pretrained(OLD, CFG, target)
+    real_open, saves = safetensors.safe_open, []
+
+    def swapped_before_the_map(file, *args, **kwargs):
+        if not saves:
+            saves.append(file)
+            mt5fn.save_pretrained(NEW, CFG, target, max_shard_size=3000)  # no model.safetensors any more
+            raise RuntimeError(f"unable to open file <{file}> in read-only mode: No such file or directory (2)")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors, "safe_open", swapped_before_the_map)
+    _, params = mt5fn.load_pretrained(target)
+    assert saves and same(params, NEW)
+
+
+def test_a_broken_folder_that_no_save_touches_still_fails_at_once(tmp_path, monkeypatch):
+    from mt5fn.checkpoint import _pretrained
+
+    target = tmp_path / "ckpt"
+    mt5fn.save_pretrained(OLD, CFG, target)
+    (target / "model.safetensors").write_bytes(b"not safetensors")
+    reads, real = [], _pretrained._directory_weights
+    monkeypatch.setattr(_pretrained, "_directory_weights", lambda path: (reads.append(path), real(path))[1])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        mt5fn.load_pretrained(target)
+    assert len(reads) == 1  # the folder stayed the same: its own error, no second read
+
+
+def test_a_converting_load_reads_the_version_it_opened_while_a_save_replaces_it(tmp_path, monkeypatch):
+    """``dtype=`` conversion reads tensors with plain reads after the folder was opened; a save that
+    swaps in a new ``model.safetensors`` between two of them must not mix the two versions."""
+    from mt5fn.checkpoint import _weights
+
+    target = tmp_path / "ckpt"
+    mt5fn.save_pretrained(OLD, CFG, target)
+    real_read, reads = _weights._Safetensors.read, []
+
+    def save_after_the_first_read(self, name):
+        tensor = real_read(self, name)
+        reads.append(name)
+        if len(reads) == 1:
+            mt5fn.save_pretrained(NEW, CFG, target)  # same file name, same offsets, other values
+        return tensor
+
+    monkeypatch.setattr(_weights._Safetensors, "read", save_after_the_first_read)
+    _, params = mt5fn.load_pretrained(target, dtype=torch.float64)
+    assert len(reads) > 1
+    assert same(mt5fn.tree_map(lambda t: t.float(), params), OLD)

@@ -196,6 +196,10 @@ def _identity(path: str) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
+# Openings of a directory in a row that concurrent saves may interrupt before ``load_pretrained`` gives up.
+_OPEN_ATTEMPTS = 5
+
+
 def _open_directory(path: str, given: MT5Config | None, encoder_only: bool
                     ) -> tuple[MT5Config, Weights, dict[str, str], bool, str]:
     """Config and opened weight files of one version of the directory.
@@ -205,18 +209,21 @@ def _open_directory(path: str, given: MT5Config | None, encoder_only: bool
     before and after, else the opening is repeated -- so a reader never mixes
     the config of one version with the shards of another.
     """
-    for attempt in range(5):
+    for attempt in range(_OPEN_ATTEMPTS):
         before = _identity(path)
         try:
             cfg = given or read_config(path)
             architectures = _architectures(path) if os.path.isfile(os.path.join(path, CONFIG_NAME)) else []
             weights, scale_of = _directory_weights(path)
         except (OSError, ValueError):
-            if attempt < 4 and _identity(path) != before:
+            if attempt < _OPEN_ATTEMPTS - 1 and _identity(path) != before:
                 continue  # swapped (and the old version deleted) under us: read the new one
             raise
         if _identity(path) == before:
             break
+    else:  # every opening saw a swap: nothing read is known to be one version
+        raise RuntimeError(f"{path}: another save replaced the directory during each of {_OPEN_ATTEMPTS} readings "
+                           "in a row; load it when the writers pause")
     _check_has_encoder(weights)
     if any(name.endswith("EncoderModel") for name in architectures):
         encoder_only = True  # transformers' T5EncoderModel & co. read only the encoder too

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -46,6 +47,10 @@ class _Safetensors:
         self.file = file
         self._offsets: dict[str, tuple[int, int]] | None = None
         try:
+            # ``read`` reads through this descriptor, opened with the map: a save that swaps the folder
+            # later cannot make it read another version's file of the same name at this one's offsets.
+            self._fd = os.open(file, os.O_RDONLY)
+            weakref.finalize(self, os.close, self._fd)
             self._handle = safe_open(file, framework="pt")
             self.info = {}
             for name in self._handle.keys():
@@ -55,7 +60,9 @@ class _Safetensors:
         except SafetensorError as error:
             raise ValueError(f"{file}: not a readable safetensors file ({error}); "
                              "it may be truncated or corrupt") from None
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
+            # torch's memory map reports a file that vanished after safetensors opened it (a save
+            # swapping the folder) as a RuntimeError: one clear error, which the reader retries on.
             raise ValueError(f"{file}: cannot read ({error})") from None
 
     def load(self, name: str) -> Tensor:
@@ -73,19 +80,20 @@ class _Safetensors:
         if not isinstance(info.dtype, torch.dtype):
             return self.load(name)
         if self._offsets is None:
-            with open(self.file, "rb") as handle:
-                size = int.from_bytes(handle.read(8), "little")
-                header = json.loads(handle.read(size))
+            size = int.from_bytes(os.pread(self._fd, 8, 0), "little")
+            header = json.loads(os.pread(self._fd, size, 8))
             self._offsets = {key: (8 + size + value["data_offsets"][0], 8 + size + value["data_offsets"][1])
                              for key, value in header.items() if key != "__metadata__"}
         begin, end = self._offsets[name]
         if end == begin:
             return torch.empty(info.shape, dtype=info.dtype)
         buffer = bytearray(end - begin)
-        with open(self.file, "rb") as handle:
-            handle.seek(begin)
-            if handle.readinto(buffer) != len(buffer):
+        view, done = memoryview(buffer), 0
+        while done < len(buffer):  # one read returns at most ~2 GiB on Linux
+            count = os.preadv(self._fd, [view[done:]], begin + done)
+            if count == 0:
                 raise ValueError(f"{self.file}: tensor {name!r} is cut short; the file may be truncated")
+            done += count
         return torch.frombuffer(buffer, dtype=torch.uint8).view(info.dtype).reshape(info.shape)
 
 
