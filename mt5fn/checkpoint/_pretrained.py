@@ -481,5 +481,4 @@ def save_pretrained(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
     save_checkpoint(params, cfg, path, max_shard_size, tokenizer=tokenizer, dtype=dtype)
 
 
-__all__ = ["load_pretrained", "save_pretrained", "save_checkpoint", "resolve_dtype", "weights_layout",
-           "read_config", "hf_config_dict"]
+__all__ = ["load_pretrained", "save_pretrained", "save_checkpoint", "resolve_dtype", "read_config", "hf_config_dict"]

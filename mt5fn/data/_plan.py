@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._collate import collate
 from ..model._validate import check_int
+from ._collate import collate
 from ._examples import Examples, mix_seed
 from ._readers import DataError
 

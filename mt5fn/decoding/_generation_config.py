@@ -112,7 +112,7 @@ class GenerationConfig:
         least = config.get("min_length")
         if "min_new_tokens" not in values and check.is_int(least, 2):
             values["min_new_tokens"] = least - 1
-        if values.get("top_k") == 0 and check.is_int(values["top_k"]):
+        if check.is_int(values.get("top_k"), 0, 0):  # transformers' "no top-k"
             values.pop("top_k")
         if values.get("output_scores") is True and config.get("return_dict_in_generate") is not True:
             values.pop("output_scores")

@@ -11,6 +11,6 @@ from ._params import flatten_params, init_params, iter_leaves, num_params, tree_
 from ._score import Scores, score
 from ._validate import check_device, check_seed
 
-__all__ = ["MT5Config", "MT5Module", "Scores", "check_device", "check_seed", "decode", "encode", "flatten_params", "forward", "init_params",
-           "intermediates", "iter_leaves", "lm_logits", "loss", "module_params", "num_params", "read_config_json",
-           "read_json", "score", "shift_right", "tree_map", "unflatten_params"]
+__all__ = ["MT5Config", "MT5Module", "Scores", "check_device", "check_seed", "decode", "encode", "flatten_params",
+           "forward", "init_params", "intermediates", "iter_leaves", "lm_logits", "loss", "module_params", "num_params",
+           "read_config_json", "read_json", "score", "shift_right", "tree_map", "unflatten_params"]

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ._schedule import KINDS as SCHEDULES
 from ..model._validate import is_int, is_real
+from ._schedule import KINDS as SCHEDULES
 
 MODES = ("span", "supervised")
 OPTIMIZERS = ("adamw", "adafactor")
