@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mt5fn.functional import _cross_entropy
-from mt5fn.functional._cross_entropy import linear_cross_entropy
+from mt5fn.kernels import _cross_entropy
+from mt5fn.kernels import linear_cross_entropy
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

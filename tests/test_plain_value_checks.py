@@ -1,4 +1,4 @@
-"""Plain int / real arguments across the rooms go through one validator (``mt5fn.model._validate``).
+"""Plain int / real arguments across the rooms go through one validator (``mt5fn.checks``).
 
 Each call below passes one bad plain value -- a bool where an int is wanted, a
 string, NaN / inf, an int too large for a float, a value out of range -- and
@@ -21,7 +21,7 @@ from mt5fn.data._packing import pack
 from mt5fn.data._plan import check_geometry
 from mt5fn.data._readers import DataError
 from mt5fn.demo._numbers import spell
-from mt5fn.model._validate import check_int, check_real, is_int, is_real
+from mt5fn.checks import check_int, check_real, is_int, is_real
 from mt5fn.training._optim import make_optimizer
 from mt5fn.training._schedule import lr_factor
 

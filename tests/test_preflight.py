@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mt5fn
-from mt5fn.model import _preflight as preflight
+from mt5fn.checks import preflight
 
 CFG = mt5fn.MT5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=2, num_heads=2)
 PARAMS = mt5fn.init_params(CFG)

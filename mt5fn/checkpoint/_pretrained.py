@@ -63,9 +63,9 @@ from ._hf_names import _same_tensor, has_decoder_names, has_encoder_names, match
 from ._infer import infer_config
 from ._single_file import hf_names
 from ._weights import Weights, open_directory, open_file
+from ..checks import check_bool
 from ..model._config import MT5Config, read_config_json
 from ..model._params import flatten_params, unflatten_params
-from ..model._validate import check_bool
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"

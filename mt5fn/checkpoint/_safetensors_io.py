@@ -16,7 +16,7 @@ import re
 
 from torch import Tensor
 
-from ..model._validate import is_int
+from ..checks import is_int
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -42,7 +42,7 @@ def parse_size(value: int | str) -> int:
 
 def read_index(index_file: str) -> dict[str, str]:
     """``weight_map`` of a shard index, checked: every shard it names must exist."""
-    from ..model._json import read_json
+    from ..checks import read_json
 
     index = read_json(index_file)
     weight_map = index.get("weight_map")

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from ..functional import IGNORE_INDEX
-from ..model._validate import check_int
 
 
 def _as_row(value: Any, where: str) -> Tensor:

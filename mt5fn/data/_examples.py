@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..model._validate import check_int
+from ..checks import check_int
 from ._packing import pack, pack_pairs
 from ._readers import DataError
 from ._spans import compute_input_and_target_lengths, sentinels_needed, span_corruption

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from ..model._validate import check_int
+from ..checks import check_int
 
 
 def _as_ids(document: Any, index: int) -> Tensor:

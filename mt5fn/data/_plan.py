@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..model._validate import check_int
+from ..checks import check_int
 from ._collate import collate
 from ._examples import Examples, mix_seed
 from ._readers import DataError

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..model._validate import check_int, check_real
+from ..checks import check_int, check_real
 
 
 def _check_rates(noise_density: Any, mean_noise_span_length: Any) -> tuple[float, float]:

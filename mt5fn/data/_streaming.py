@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..model._validate import check_int
+from ..checks import check_int
 from ._examples import (DataSummary, Examples, corrupt, encode_pairs, encode_texts, mix_seed, span_lengths,
                         strip_eos)
 from ._packing import pack_pairs

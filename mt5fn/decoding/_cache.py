@@ -30,15 +30,15 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 from torch.utils import _pytree
 
-from ..functional import decoder_block, linear, padding_bias, position_bias, project_key_value, rms_norm
-from ..model import MT5Config, lm_logits
-from ..model import _preflight as preflight
-from ..model import _validate as check
+from ..kernels import linear
+from .. import checks as check
+from ..checks import preflight
+from ..functional import decoder_block, padding_bias, position_bias, project_key_value
+from ..model import MT5Config, check_config, embed, lm_logits, run_stack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ def init_cache(params: dict, cfg: MT5Config, encoder_hidden: Tensor, encoder_mas
     encoder's (B, S) attention mask or None. The cross-attention keys and values
     of every decoder block are computed here, once.
     """
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
     check.check_hidden("encoder_hidden", encoder_hidden, cfg, params)
     if encoder_mask is not None:
@@ -158,15 +158,18 @@ def step_hidden(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
                 ) -> tuple[Tensor, DecodeCache]:
     """The cached decoder step shared by ``decode_step`` and the generation loop, up to the final norm.
 
-    Returns the decoder output (B, T, d) and the next cache. ``position``: the
-    cache position as a Python int when the caller knows it (the generation
-    loop counts steps); then only the written slots are read, and a single
-    token needs no mask. ``None`` reads the position tensor and attends over
-    every slot (shape-static, traceable). ``distances``: ``distance_bias`` of
-    this call, for one-token steps at a known position.
+    Runs the model's own decoder stack (``model.run_stack``) with the cache
+    entering each block as its self-attention K/V update and its precomputed
+    cross-attention K/V. Returns the decoder output (B, T, d) and the next
+    cache. ``position``: the cache position as a Python int when the caller
+    knows it (the generation loop counts steps); then only the written slots
+    are read, and a single token needs no mask. ``None`` reads the position
+    tensor and attends over every slot (shape-static, traceable).
+    ``distances``: ``distance_bias`` of this call, for one-token steps at a
+    known position.
     """
     steps = token_ids.shape[1]
-    hidden = F.embedding(token_ids, params["shared"])  # (B, T, d)
+    hidden = embed(params, token_ids)  # (B, T, d)
     dtype, device = hidden.dtype, hidden.device
     start: Tensor | int = cache.position if position is None else position
     keys_used = cache.max_length if position is None else position + steps
@@ -178,30 +181,28 @@ def step_hidden(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
         keep = torch.arange(keys_used, device=device)[None, :] <= query[:, None]  # (T, Tk) causal, written
         mask = torch.zeros((), dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
 
-    tables = _tables(params, cfg)
-
-    def self_bias(index: int) -> Tensor:
+    def bias_of(layer: int, table: Tensor) -> Tensor:
         if one_known and distances is not None:
-            table = distances[index]
-            return table[..., table.shape[-1] - keys_used:].to(dtype)  # (1, H, 1, Tk), a view
-        bias = position_bias(tables[index], steps, keys_used, bidirectional=False,
+            reversed_distances = distances[layer]  # (1, H, 1, M), distance M-1-j in column j
+            return reversed_distances[..., reversed_distances.shape[-1] - keys_used:].to(dtype)  # (1, H, 1, Tk)
+        bias = position_bias(table, steps, keys_used, bidirectional=False,
                              max_distance=cfg.relative_attention_max_distance, query_offset=start).to(dtype)
         return bias if mask is None else bias + mask  # (1, H, T, Tk)
 
-    shared_bias = None if cfg.per_layer_position_bias else self_bias(0)
     new_keys, new_values = [], []
-    for layer, block in enumerate(params["decoder"]["blocks"]):
-        def update(key: Tensor, value: Tensor, layer: int = layer) -> tuple[Tensor, Tensor]:
+
+    def block(p: dict, hidden: Tensor, bias: Tensor | None, layer: int) -> Tensor:
+        def update(key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
             keys = _write(cache.self_key[layer], key, start, inplace)  # (B, H, M, d_kv)
             values = _write(cache.self_value[layer], value, start, inplace)
             new_keys.append(keys)
             new_values.append(values)
             return keys[..., :keys_used, :], values[..., :keys_used, :]
 
-        bias = self_bias(layer) if cfg.per_layer_position_bias else shared_bias
-        hidden = decoder_block(block, cfg, hidden, bias, None, cache.cross_bias, self_key_value_update=update,
-                               cross_key_value=(cache.cross_key[layer], cache.cross_value[layer]))
-    hidden = rms_norm(params["decoder"]["final_norm"], hidden, cfg.layer_norm_epsilon)  # (B, T, d)
+        return decoder_block(p, cfg, hidden, bias, None, cache.cross_bias, self_key_value_update=update,
+                             cross_key_value=(cache.cross_key[layer], cache.cross_value[layer]))
+
+    hidden = run_stack(params["decoder"], cfg, hidden, bias_of, block)  # (B, T, d)
     if inplace:
         next_cache = dataclasses.replace(cache, position=cache.position.add_(steps))
     else:
@@ -229,7 +230,7 @@ def decode_step(params: dict, cfg: MT5Config, cache: DecodeCache, token_ids: Ten
     may be a ``prepare_decoding`` tree.
     """
 
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
     _check_cache(cache, cfg, params)
     check.check_ids("token_ids", token_ids, cfg, device=check.params_device(params))

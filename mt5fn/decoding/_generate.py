@@ -36,9 +36,10 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ..model import MT5Config, encode, lm_logits
-from ..model import _preflight as preflight
-from ..model import _validate as check
+from .. import checks as check
+from ..checks import preflight
+from ..model import MT5Config, check_config, lm_logits
+from ..model import run_encoder as encode  # the encoder without its checks: generate validated once
 from ._beam_search import Reorder, beam_loop
 from ._cache import build_cache, distance_bias, step_hidden
 from ._generation_config import GenerationConfig
@@ -145,7 +146,7 @@ def validate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_m
              config: GenerationConfig | None, generator: Any, encoder_outputs: Tensor | None,
              decoder_input_ids: Tensor | None, overrides: dict[str, Any]) -> Request:
     """Every check of ``generate`` / ``stream``, before any work."""
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
     source = check_source(params, cfg, input_ids, attention_mask, encoder_outputs)
     gc = resolve_config(config, overrides)

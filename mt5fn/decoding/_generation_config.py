@@ -13,8 +13,8 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-from ..model import _validate as check
-from ..model._json import read_json
+from .. import checks as check
+from ..checks import read_json
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..functional import linear_form
-from ..functional._linear import COLUMNS, INT8, SCALE
-from ..model import MT5Config
+from ..kernels import COLUMNS, FUSED_NAMES, INT8, SCALE, linear_form
+from ..checks import check_params, check_rows
+from ..model import MT5Config, check_config
 
 # Below this many elements a weight stays as it is: it sits in cache, a copy buys nothing,
 # and the tiny test models then run exactly transformers' kernels.
@@ -132,8 +132,6 @@ def prepare_decoding(params: dict, cfg: MT5Config, *, rows: int | None = None,
     prepared is returned as it is. Weights below ``min_numel`` elements keep
     their form (0 re-lays-out every weight, which the specification uses).
     """
-    from ..model._validate import check_config, check_params, check_rows
-
     check_config(cfg)
     check_params(params, cfg)
     check_rows(rows)
@@ -152,9 +150,11 @@ def prepare_decoding(params: dict, cfg: MT5Config, *, rows: int | None = None,
         for block in decoder["blocks"]:
             attn, cross, mlp = block["self_attn"], block["cross_attn"], block["mlp"]
             new = dict(block)
-            new["self_attn"] = {"qkv": lay(_fuse([attn["q"], attn["k"], attn["v"]])), "o": lay(attn["o"])}
+            qkv = FUSED_NAMES[("q", "k", "v")]
+            new["self_attn"] = {qkv: lay(_fuse([attn["q"], attn["k"], attn["v"]])), "o": lay(attn["o"])}
             new["cross_attn"] = {"q": lay(cross["q"]), "k": cross["k"], "v": cross["v"], "o": lay(cross["o"])}
-            inner = {"wi": lay(mlp["wi"])} if "wi" in mlp else {"wi_01": lay(_fuse([mlp["wi_0"], mlp["wi_1"]]))}
+            gate_up = FUSED_NAMES[("wi_0", "wi_1")]
+            inner = {"wi": lay(mlp["wi"])} if "wi" in mlp else {gate_up: lay(_fuse([mlp["wi_0"], mlp["wi_1"]]))}
             new["mlp"] = {**inner, "wo": lay(mlp["wo"])}
             blocks.append(new)
         # All blocks' cross K and V in one matrix: its row count is batch x source length, not ``rows``.

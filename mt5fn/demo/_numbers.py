@@ -14,7 +14,7 @@ Spanish with its fused 16-29 ("dieciséis", "veintitrés").
 
 from __future__ import annotations
 
-from ..model._validate import check_int
+from ..checks import check_int
 
 LANGUAGES = ("en", "de", "fr", "es")
 MAX_NUMBER = 999

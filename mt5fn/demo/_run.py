@@ -24,10 +24,10 @@ from typing import Callable
 
 import torch
 
+from ..checks import check_int
 from ..checkpoint import save_pretrained
-from ..decoding import generate
-from ..model._validate import check_int
 from ..tokenizer import Tokenizer, train_tokenizer
+from ..decoding import generate
 from ..training import TrainConfig, read_metrics, train
 from ._plot import plot_losses, require_matplotlib
 from ._task import make_pairs, write_tsv

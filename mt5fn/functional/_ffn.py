@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels import linear, linear_dtype, project
 from ._dropout import dropout
-from ._linear import linear, linear_dtype
 
 
 def _gelu_fast(x: Tensor) -> Tensor:
@@ -46,19 +46,16 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 def feed_forward(p: dict, hidden: Tensor, *, activation: str, dropout_rate: float = 0.0,
                  generator: torch.Generator | None = None) -> Tensor:
-    """p: {"wi": (d_ff, d)}, {"wi_0", "wi_1": (d_ff, d)} or the fused {"wi_01": (2 d_ff, d)}
-    (gate rows first; a decoding layout), plus {"wo": (d, d_ff)}.
+    """p: {"wi": (d_ff, d)} (T5 v1.0) or {"wi_0", "wi_1": (d_ff, d)} (gated), plus {"wo": (d, d_ff)}.
 
     hidden: (B, T, d) -> (B, T, d). The sublayer's norm and residual are the caller's.
     """
     act = ACTIVATION_FUNCTIONS[activation]
     if "wi" in p:
         inner = act(linear(hidden, p["wi"]))  # (B, T, d_ff)
-    elif "wi_01" in p:
-        gate, up = linear(hidden, p["wi_01"]).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
-        inner = act(gate) * up
     else:
-        inner = act(linear(hidden, p["wi_0"])) * linear(hidden, p["wi_1"])  # (B, T, d_ff)
+        gate, up = project(p, hidden, "wi_0", "wi_1")  # 2 x (B, T, d_ff)
+        inner = act(gate) * up  # (B, T, d_ff)
     inner = dropout(inner, dropout_rate, generator)
     wo_dtype = linear_dtype(p["wo"])
     if inner.dtype != wo_dtype and wo_dtype.is_floating_point:

@@ -8,15 +8,18 @@ position bias and the mask are summed once per stack and shared by all blocks
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from ._position import position_bias
 
-if TYPE_CHECKING:  # functional is the lowest room: the config is only a type here
-    from ..model import MT5Config
+
+class PositionConfig(Protocol):
+    """The one config field the biases read (``mt5fn.MT5Config`` has it)."""
+
+    relative_attention_max_distance: int
 
 
 def padding_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -36,7 +39,7 @@ def causal_bias(length: int, mask: Tensor | None, dtype: torch.dtype, device: to
     return torch.zeros((), dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
-def self_attention_bias(table: Tensor, cfg: MT5Config, mask_bias: Tensor | None, query_length: int,
+def self_attention_bias(table: Tensor, cfg: PositionConfig, mask_bias: Tensor | None, query_length: int,
                         key_length: int, *, bidirectional: bool, query_offset: int | Tensor = 0,
                         dtype: torch.dtype) -> Tensor:
     """Position bias of ``table`` plus an additive mask: (1 | B, H, Tq, Tk)."""

@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..functional import linear_form
-from ..model import MT5Config
-from ..model import _validate as check
+from ..kernels import linear_form
+from .. import checks as check
+from ..model import MT5Config, check_config
 from ._sites import STACKS, Site, expand_targets, sites, sublayer_names
 
 SETTINGS = ("alpha", "dropout")
@@ -82,7 +82,7 @@ def init(params: dict, cfg: MT5Config, rank: int, alpha: float, targets: tuple[s
     ``targets``: names from ``q, k, v, o, wi, wi_0, wi_1, wo`` (``wi`` on a gated
     feed-forward: ``wi_0`` and ``wi_1``). An encoder-only tree gets encoder adapters.
     """
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg)
     check.check_int("rank", rank, 1)
     alpha = check.check_real("alpha", alpha)
@@ -206,7 +206,7 @@ def rank_of(adapters: dict, cfg: MT5Config) -> int:
 
 
 def _check_pair(params: dict, adapters: Any, cfg: MT5Config) -> list[tuple[Site, Tensor, Tensor]]:
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg)
     found = adapter_sites(adapters, cfg)
     missing = sorted({site.path[0] for site, _, _ in found} - set(_stacks_of(params)))

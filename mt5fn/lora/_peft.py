@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import checks as check
+from ..model import MT5Config, check_config, read_json
 from ..checkpoint import atomic_directory
-from ..model import MT5Config, read_json
-from ..model import _validate as check
 from ._adapters import _check_pair, adapter_sites, settings
 from ._sites import STACKS, Site, sites
 
@@ -102,7 +102,7 @@ def save_adapter(adapters: dict, cfg: MT5Config, path: str | os.PathLike) -> Non
     model. Atomic: the folder appears complete or not at all; other files already in it are kept."""
     from safetensors.torch import save as safetensors_bytes
 
-    check.check_config(cfg)
+    check_config(cfg)
     found = adapter_sites(adapters, cfg)
     rank = int(found[0][1].shape[0])
     tensors: dict[str, Tensor] = {}
@@ -217,7 +217,7 @@ def load_adapter(path: str | os.PathLike, params: dict, cfg: MT5Config) -> dict:
     file lacks, a rank or shape that does not fit, an unsupported option --
     is a ``ValueError`` naming it.
     """
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg)
     folder = os.fspath(path)
     if not os.path.isdir(folder):

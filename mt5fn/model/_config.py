@@ -9,7 +9,7 @@ Two derived facts live here because every other module needs them:
 
 * ``scale_decoder_outputs`` -- whether the decoder output is multiplied by
   ``d_model ** -0.5`` before the LM head (T5 v1.0 yes, v1.1 / mT5 no), resolved
-  from the config the way transformers does (see ``DESIGN.md``).
+  from the config the way transformers does (see ``docs/design.md``).
 * ``activation`` / ``is_gated`` -- parsed from ``feed_forward_proj``.
 """
 
@@ -19,9 +19,8 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
+from ..checks import check_bool, check_dropout, check_int, check_real, read_json
 from ..functional import ACTIVATION_FUNCTIONS
-from ._json import read_json
-from ._validate import check_bool, check_dropout, check_int, check_real
 
 MODEL_TYPES = ("t5", "mt5", "umt5")
 
@@ -241,3 +240,10 @@ def _parse_feed_forward_proj(value: Any) -> tuple[bool, str]:
         raise ValueError(f"feed_forward_proj: unsupported activation {act!r} in {value!r}; "
                          f"supported: {ACTIVATIONS}")
     return gated, act
+
+
+def check_config(cfg: Any) -> MT5Config:
+    """``cfg`` is an ``MT5Config`` (its fields were validated when it was made); else ``TypeError``."""
+    if not isinstance(cfg, MT5Config):
+        raise TypeError(f"cfg must be an MT5Config, got {type(cfg).__name__}")
+    return cfg

@@ -5,128 +5,39 @@ Parameters come first and the config second so that
 ``torch.func.grad(loss)(params, cfg, ...)`` and
 ``torch.func.vmap(forward, in_dims=(0, None, None, None))`` need no wrappers.
 
+Each public function validates its inputs once (``mt5fn.checks``) and then
+runs the unchecked functions below it (``_stacks``); other rooms that have
+validated already (``generate``, ``score``) call those unchecked ones too.
+
 Dropout is off unless a ``dropout_rate`` is passed, and then draws from the
 ``generator`` passed (``None``: torch's default generator).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
-
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..functional import (Observer, causal_bias, decoder_block, dropout, encoder_block, fused_loss_applies, linear,
-                          linear_cross_entropy, linear_form, padding_bias, rms_norm, self_attention_bias)
-from . import _preflight as preflight
-from . import _validate as check
-from ._config import MT5Config
+from ..kernels import IGNORE_INDEX, fused_loss_applies, linear, linear_cross_entropy, linear_form
+from .. import checks as check
+from ..checks import preflight
+from ._config import MT5Config, check_config
+from ._stacks import checkpointed, decoder_stack, embed, encoder_stack
 
 
-def _embed(params: dict, ids: Tensor) -> Tensor:
-    return F.embedding(ids, params["shared"])  # (B, T, d)
-
-
-def _embed_pair(params: dict, input_ids: Tensor, decoder_input_ids: Tensor) -> tuple[Tensor, Tensor]:
+def embed_pair(params: dict, input_ids: Tensor, decoder_input_ids: Tensor) -> tuple[Tensor, Tensor]:
     """Both stacks' embeddings from one lookup: backward then builds one dense (V, d) gradient
     of ``shared`` instead of two that are summed (each is a full-vocabulary buffer)."""
     ids = torch.cat([input_ids.flatten(), decoder_input_ids.flatten()])  # (B*S + B*T,)
-    both = _embed(params, ids)  # (B*S + B*T, d)
+    both = embed(params, ids)  # (B*S + B*T, d)
     source, target = both.split([input_ids.numel(), decoder_input_ids.numel()])
     return source.unflatten(0, input_ids.shape), target.unflatten(0, decoder_input_ids.shape)
 
 
-def _checkpointed(block_fn: Callable[..., Tensor], generator: torch.Generator | None) -> Callable[..., Tensor]:
-    """``block_fn`` recomputed in the backward (``torch.utils.checkpoint``), drawing the same dropout.
-
-    torch's checkpoint restores the global RNGs for the recomputation but not an explicit
-    ``generator``: its state is captured before the block, set for the recomputation, and the
-    generator's later state restored afterwards, so masks and later draws are as without checkpointing.
-    """
-    state = None if generator is None else generator.get_state()
-    calls = [0]
-
-    def run(*args: Tensor) -> Tensor:
-        calls[0] += 1
-        if generator is None or calls[0] == 1:
-            return block_fn(*args)
-        later = generator.get_state()
-        generator.set_state(state)
-        try:
-            return block_fn(*args)
-        finally:
-            generator.set_state(later)
-
-    return lambda *args: torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
-
-
-def _block_biases(stack: dict, cfg: MT5Config,
-                  bias_of: Callable[[Tensor], Tensor]) -> Iterator[tuple[dict, Tensor]]:
-    """Each block of ``stack`` with its self-attention bias: block 0's table shared by every block
-    (T5, mT5: computed once), or each block's own table (UMT5: computed when its block runs, so one
-    (B, H, T, T) bias is alive at a time)."""
-    shared = None if cfg.per_layer_position_bias else bias_of(stack["rel_bias"])
-    for block in stack["blocks"]:
-        yield block, (bias_of(block["rel_bias"]) if cfg.per_layer_position_bias else shared)
-
-
-def _encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None,
-            rate: float, generator: torch.Generator | None, embedded: Tensor | None = None,
-            checkpoint_blocks: bool = False, observe: Observer | None = None) -> Tensor:
-    """``observe`` (``intermediates``): ``("hidden", x)`` for the embedding output and each block's
-    output, and the blocks' attention probabilities."""
-    stack = params["encoder"]
-    embedded = _embed(params, input_ids) if embedded is None else embedded
-    hidden = dropout(embedded, rate, generator)  # (B, S, d)
-    if observe is not None:
-        observe("hidden", hidden)
-    length = input_ids.shape[1]
-    mask_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
-
-    def bias_of(table: Tensor) -> Tensor:
-        return self_attention_bias(table, cfg, mask_bias, length, length, bidirectional=True,
-                                   dtype=hidden.dtype)  # (1 | B, H, S, S)
-
-    for block, bias in _block_biases(stack, cfg, bias_of):
-        def run(hidden: Tensor, bias: Tensor | None, block: dict = block) -> Tensor:
-            return encoder_block(block, cfg, hidden, bias, dropout_rate=rate, generator=generator, observe=observe)
-
-        hidden = (_checkpointed(run, generator) if checkpoint_blocks else run)(hidden, bias)
-        if observe is not None:
-            observe("hidden", hidden)
-    hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
-    return dropout(hidden, rate, generator)  # (B, S, d)
-
-
-def _decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidden: Tensor,
-            attention_mask: Tensor | None, decoder_attention_mask: Tensor | None, rate: float,
-            generator: torch.Generator | None, embedded: Tensor | None = None,
-            checkpoint_blocks: bool = False, observe: Observer | None = None) -> Tensor:
-    stack = params["decoder"]
-    embedded = _embed(params, decoder_input_ids) if embedded is None else embedded
-    hidden = dropout(embedded, rate, generator)  # (B, T, d)
-    if observe is not None:
-        observe("hidden", hidden)
-    length = decoder_input_ids.shape[1]
-    causal = causal_bias(length, decoder_attention_mask, hidden.dtype, hidden.device)  # (1 | B, 1, T, T)
-    cross_bias = padding_bias(attention_mask, hidden.dtype)  # (B, 1, 1, S) | None
-
-    def bias_of(table: Tensor) -> Tensor:
-        return self_attention_bias(table, cfg, causal, length, length, bidirectional=False,
-                                   dtype=hidden.dtype)  # (1 | B, H, T, T)
-
-    for block, bias in _block_biases(stack, cfg, bias_of):
-        def run(hidden: Tensor, bias: Tensor | None, encoder_hidden: Tensor, block: dict = block) -> Tensor:
-            return decoder_block(block, cfg, hidden, bias, encoder_hidden, cross_bias,
-                                 dropout_rate=rate, generator=generator, observe=observe)
-
-        hidden = (_checkpointed(run, generator) if checkpoint_blocks else run)(hidden, bias, encoder_hidden)
-        if observe is not None:
-            observe("hidden", hidden)
-    hidden = rms_norm(stack["final_norm"], hidden, cfg.layer_norm_epsilon)
-    return dropout(hidden, rate, generator)  # (B, T, d)
+def head_input(cfg: MT5Config, hidden: Tensor) -> Tensor:
+    """The decoder output as the head reads it: T5 v1.0 (tied head) rescales by ``d_model ** -0.5``."""
+    return hidden * (cfg.d_model ** -0.5) if cfg.scale_decoder_outputs else hidden
 
 
 def lm_logits(params: dict, cfg: MT5Config, hidden: Tensor) -> Tensor:
@@ -135,22 +46,38 @@ def lm_logits(params: dict, cfg: MT5Config, hidden: Tensor) -> Tensor:
     T5 v1.0 (tied head) rescales by ``d_model ** -0.5`` first; the head is
     ``lm_head`` when present, else the shared embedding.
     """
-    if cfg.scale_decoder_outputs:
-        hidden = hidden * (cfg.d_model ** -0.5)
     head = params.get("lm_head", params["shared"])  # (V, d), any weight-leaf form
-    return linear(hidden, head)  # (B, T, V)
+    return linear(head_input(cfg, hidden), head)  # (B, T, V)
+
+
+def run_encoder(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """``encode`` without the checks (callers that validated already). (B, S) -> (B, S, d)."""
+    return encoder_stack(params, cfg, embed(params, input_ids), attention_mask)
+
+
+def run_seq2seq(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input_ids: Tensor,
+                attention_mask: Tensor | None, decoder_attention_mask: Tensor | None, *, dropout_rate: float = 0.0,
+                generator: torch.Generator | None = None, checkpoint_blocks: bool = False) -> Tensor:
+    """The decoder output (B, T, d) of teacher forcing, without the checks."""
+    wrap = checkpointed(generator) if checkpoint_blocks else None
+    source, target = embed_pair(params, input_ids, decoder_input_ids)
+    encoder_hidden = encoder_stack(params, cfg, source, attention_mask, dropout_rate=dropout_rate,
+                                   generator=generator, wrap=wrap)  # (B, S, d)
+    return decoder_stack(params, cfg, target, encoder_hidden, attention_mask, decoder_attention_mask,
+                         dropout_rate=dropout_rate, generator=generator, wrap=wrap)  # (B, T, d)
 
 
 def encode(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None = None, *,
            dropout_rate: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """Encoder output. input_ids: (B, S) -> (B, S, d_model)."""
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg)
     check.check_ids("input_ids", input_ids, cfg, device=check.params_device(params))
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
     rate = check.check_dropout(dropout_rate)
     preflight.check_encode(params, cfg, input_ids, attention_mask)
-    return _encode(params, cfg, input_ids, attention_mask, rate, generator)
+    return encoder_stack(params, cfg, embed(params, input_ids), attention_mask, dropout_rate=rate,
+                         generator=generator)
 
 
 def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidden: Tensor,
@@ -161,7 +88,7 @@ def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidd
     decoder_input_ids: (B, T); encoder_hidden: (B, S, d); attention_mask: the
     encoder's (B, S) mask. Returns (B, T, d_model).
     """
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
     check.check_ids("decoder_input_ids", decoder_input_ids, cfg, device=check.params_device(params))
     check.check_hidden("encoder_hidden", encoder_hidden, cfg, params)
@@ -171,15 +98,21 @@ def decode(params: dict, cfg: MT5Config, decoder_input_ids: Tensor, encoder_hidd
     check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
     rate = check.check_dropout(dropout_rate)
     preflight.check_decode(params, cfg, decoder_input_ids, encoder_hidden.shape[1])
-    return _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
-                   rate, generator)
+    return decoder_stack(params, cfg, embed(params, decoder_input_ids), encoder_hidden, attention_mask,
+                         decoder_attention_mask, dropout_rate=rate, generator=generator)
 
 
-def _check_pair(params: dict, cfg: MT5Config, input_ids: Tensor, attention_mask: Tensor | None) -> None:
-    check.check_config(cfg)
+def check_pair(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_ids: Tensor, decoder_name: str,
+               attention_mask: Tensor | None, decoder_attention_mask: Tensor | None) -> None:
+    """The checks of every teacher-forced call: config, tree, both id tensors and their masks."""
+    check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("input_ids", input_ids, cfg, device=check.params_device(params))
+    device = check.params_device(params)
+    check.check_ids("input_ids", input_ids, cfg, device=device)
     check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
+    check.check_ids(decoder_name, decoder_ids, cfg, allow_ignore=decoder_name == "labels", device=device)
+    check.check_same_batch(decoder_name, decoder_ids, input_ids, "input_ids")
+    check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_ids, decoder_name)
 
 
 def forward(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input_ids: Tensor,
@@ -191,19 +124,15 @@ def forward(params: dict, cfg: MT5Config, input_ids: Tensor, decoder_input_ids: 
     ``checkpoint_blocks=True`` recomputes each block in the backward (activation
     checkpointing): same values and gradients, far less memory held for the backward.
     """
-    _check_pair(params, cfg, input_ids, attention_mask)
-    check.check_ids("decoder_input_ids", decoder_input_ids, cfg, device=check.params_device(params))
-    check.check_same_batch("decoder_input_ids", decoder_input_ids, input_ids, "input_ids")
-    check.check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids, "decoder_input_ids")
+    check_pair(params, cfg, input_ids, decoder_input_ids, "decoder_input_ids", attention_mask,
+               decoder_attention_mask)
     rate = check.check_dropout(dropout_rate)
     check.check_bool("checkpoint_blocks", checkpoint_blocks)
     preflight.check_seq2seq(params, cfg, input_ids, decoder_input_ids, attention_mask, call="forward",
                             decoder_name="decoder_input_ids", logits="full", checkpointed=checkpoint_blocks)
-    source, target = _embed_pair(params, input_ids, decoder_input_ids)
-    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source, checkpoint_blocks)
-    hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask,
-                     rate, generator, target, checkpoint_blocks)
-    return lm_logits(params, cfg, hidden)
+    hidden = run_seq2seq(params, cfg, input_ids, decoder_input_ids, attention_mask, decoder_attention_mask,
+                         dropout_rate=rate, generator=generator, checkpoint_blocks=checkpoint_blocks)
+    return lm_logits(params, cfg, hidden)  # (B, T, V)
 
 
 def shift_right(labels: Tensor, cfg: MT5Config) -> Tensor:
@@ -211,7 +140,7 @@ def shift_right(labels: Tensor, cfg: MT5Config) -> Tensor:
     label, and turn ignored (-100) positions into ``pad_token_id``. (B, T) -> (B, T)."""
     start = torch.full_like(labels[:, :1], cfg.decoder_start_token_id)  # (B, 1)
     shifted = torch.cat([start, labels[:, :-1]], dim=1)  # (B, T)
-    return shifted.masked_fill(shifted == check.IGNORE_INDEX, cfg.pad_token_id)
+    return shifted.masked_fill(shifted == IGNORE_INDEX, cfg.pad_token_id)
 
 
 def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attention_mask: Tensor | None = None,
@@ -224,15 +153,12 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     ``"sum"`` adds them (for gradient accumulation over uneven batches).
     The log-softmax runs in float32 for half-precision parameters (float64 stays float64).
     Outside ``vmap`` / forward-mode AD / nested transforms the head and the loss run fused
-    and chunked (``functional._cross_entropy``): same value, no (B*T, V) logits kept;
+    and chunked (``kernels.linear_cross_entropy``): same value, no (B*T, V) logits kept;
     that path is first-order only (``autograd.grad(..., create_graph=True)`` through it is
     refused; nested ``torch.func`` transforms take the unfused path).
     ``checkpoint_blocks=True``: activation checkpointing, as in ``forward``.
     """
-    _check_pair(params, cfg, input_ids, attention_mask)
-    check.check_ids("labels", labels, cfg, allow_ignore=True, device=check.params_device(params))
-    check.check_same_batch("labels", labels, input_ids, "input_ids")
-    check.check_mask("decoder_attention_mask", decoder_attention_mask, labels, "labels")
+    check_pair(params, cfg, input_ids, labels, "labels", attention_mask, decoder_attention_mask)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     rate = check.check_dropout(dropout_rate)
@@ -241,17 +167,13 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, attent
     fused = fused_loss_applies() and linear_form(head) == "dense"
     preflight.check_seq2seq(params, cfg, input_ids, labels, attention_mask, call="loss", decoder_name="labels",
                             logits="fused" if fused else "loss", checkpointed=checkpoint_blocks)
-    decoder_input_ids = shift_right(labels, cfg)
-    source, target = _embed_pair(params, input_ids, decoder_input_ids)
-    encoder_hidden = _encode(params, cfg, input_ids, attention_mask, rate, generator, source, checkpoint_blocks)
-    hidden = _decode(params, cfg, decoder_input_ids, encoder_hidden, attention_mask,
-                     decoder_attention_mask, rate, generator, target, checkpoint_blocks)
+    hidden = run_seq2seq(params, cfg, input_ids, shift_right(labels, cfg), attention_mask, decoder_attention_mask,
+                         dropout_rate=rate, generator=generator, checkpoint_blocks=checkpoint_blocks)  # (B, T, d)
     if fused:
         # same value, without holding (B*T, V) logits, log-probs and their gradients at once
-        if cfg.scale_decoder_outputs:
-            hidden = hidden * (cfg.d_model ** -0.5)
-        return linear_cross_entropy(hidden.flatten(0, 1), head, labels.flatten(), reduction=reduction)
+        return linear_cross_entropy(head_input(cfg, hidden).flatten(0, 1), head, labels.flatten(),
+                                    reduction=reduction)
     logits = lm_logits(params, cfg, hidden)  # (B, T, V)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; no copy otherwise
-    return F.cross_entropy(logits.flatten(0, 1), labels.long().flatten(), ignore_index=check.IGNORE_INDEX,
+    return F.cross_entropy(logits.flatten(0, 1), labels.long().flatten(), ignore_index=IGNORE_INDEX,
                            reduction=reduction)

@@ -30,9 +30,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-from . import _preflight as preflight
+from ..checks import preflight
 from ._config import MT5Config
-from ._validate import check_device, check_seed
+from ..checks import check_device, check_seed
 
 
 def init_params(cfg: MT5Config, seed: int = 0, dtype: torch.dtype = torch.float32,

@@ -14,9 +14,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import _validate as check
+from ..kernels import IGNORE_INDEX
+from ..checks import preflight
 from ._config import MT5Config
-from ._model import forward, shift_right
+from ._model import check_pair, lm_logits, run_seq2seq, shift_right
 
 
 class Scores(NamedTuple):
@@ -32,16 +33,14 @@ def score(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor, atten
 
     ``sequence[b] == -loss(params, cfg, input_ids[b:b+1], labels[b:b+1], reduction="sum")``.
     """
-    check.check_config(cfg)
-    check.check_params(params, cfg, need_decoder=True)
-    check.check_ids("input_ids", input_ids, cfg, device=check.params_device(params))
-    check.check_ids("labels", labels, cfg, allow_ignore=True, device=check.params_device(params))
-    check.check_same_batch("labels", labels, input_ids, "input_ids")
-    check.check_mask("attention_mask", attention_mask, input_ids, "input_ids")
-    check.check_mask("decoder_attention_mask", decoder_attention_mask, labels, "labels")
-    logits = forward(params, cfg, input_ids, shift_right(labels, cfg), attention_mask, decoder_attention_mask)
+    check_pair(params, cfg, input_ids, labels, "labels", attention_mask, decoder_attention_mask)
+    preflight.check_seq2seq(params, cfg, input_ids, labels, attention_mask, call="score", decoder_name="labels",
+                            logits="full")
+    hidden = run_seq2seq(params, cfg, input_ids, shift_right(labels, cfg), attention_mask,
+                         decoder_attention_mask)  # (B, T, d)
+    logits = lm_logits(params, cfg, hidden)  # (B, T, V)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # (B, T, V)
-    kept = labels != check.IGNORE_INDEX  # (B, T)
+    kept = labels != IGNORE_INDEX  # (B, T)
     chosen = logits.gather(-1, torch.where(kept, labels, 0)[..., None])[..., 0]  # (B, T)
     tokens = torch.where(kept, chosen - torch.logsumexp(logits, dim=-1), 0.0)  # (B, T)
     return Scores(sequence=tokens.sum(dim=1), tokens=tokens)

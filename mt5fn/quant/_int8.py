@@ -31,10 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..functional import linear_form
-from ..functional._linear import INT8, SCALE, dequantize_int8
-from ..model import MT5Config
-from ..model import _validate as check
+from ..kernels import INT8, SCALE, dequantize_int8, linear_form
+from .. import checks as check
+from ..model import MT5Config, check_config
 
 SCHEMES = ("int8",)
 _QMAX = 127
@@ -128,7 +127,7 @@ def quantize(params: dict, cfg: MT5Config, scheme: str = "int8") -> dict:
     weight they stand for). An already quantized leaf, an unknown scheme, or a
     non-float weight is an error naming it.
     """
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg)
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -150,7 +149,7 @@ def quantize(params: dict, cfg: MT5Config, scheme: str = "int8") -> dict:
 def dequantize(params: dict, cfg: MT5Config) -> dict:
     """The float tree an int8 tree stands for, in the embedding's dtype; float leaves pass through.
     (A tied model keeps the dequantized ``lm_head``: the head is then its own leaf.)"""
-    check.check_config(cfg)
+    check_config(cfg)
     check.check_params(params, cfg)
     dtype = params["shared"].dtype
     return _map_projections(params, lambda path, w: dequantize_int8(w).to(dtype) if linear_form(w) == "int8" else w)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..checks import check_int, is_int
+from ..model import read_json
 from ..checkpoint import checked_path
 from ..checkpoint._folder_names import (ADDED_TOKENS_NAME, SPECIAL_TOKENS_MAP_NAME, SPIECE_NAME,  # noqa: F401
                                        TOKENIZER_CONFIG_NAME, TOKENIZER_FILES, TOKENIZER_JSON_NAME)
-from ..model import read_json
-from ..model._validate import check_int, is_int
 
 # More sentinels than any T5-family tokenizer has (T5/mT5: 100, ByT5: 125, UMT5: 300), and few enough to
 # build instantly; a model's vocabulary bounds them further where a config.json gives it.

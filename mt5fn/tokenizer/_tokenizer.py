@@ -25,9 +25,9 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from ..checks import preflight
+from ..checks import check_bool, check_int, check_optional_int, is_int
 from ..checkpoint import atomic_write_bytes, checked_path
-from ..model._preflight import check_buffers
-from ..model._validate import check_bool, check_int, check_optional_int, is_int
 from . import _files as F
 from ._byt5 import ByteBackend
 from ._unigram import T5_CLASSES, from_spiece, from_tokenizer_json, parse_spiece
@@ -267,7 +267,7 @@ class Tokenizer:
         if return_tensors not in ("pt", None):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
         if padding == "max_length":  # ids and mask, as lists and as tensors: 4 x 8 bytes a position
-            check_buffers("batch_encode", f"padding to max_length={max_length} for {len(texts)} texts",
+            preflight.check_buffers("batch_encode", f"padding to max_length={max_length} for {len(texts)} texts",
                           [("padded ids and attention mask", (4, len(texts), max_length), 8)], None)
         rows = self._backend.encode_batch(list(texts)) if texts else []
         if truncation:

@@ -8,7 +8,7 @@ import re
 import warnings
 from typing import Any, Iterable
 
-from ..model._validate import check_int, check_real
+from ..checks import check_int, check_real
 from . import _files as F
 from ._tokenizer import Tokenizer, _check_text
 

@@ -26,7 +26,7 @@ import base64
 import json
 from typing import Any
 
-from ..model._validate import is_int
+from ..checks import is_int
 
 _METASPACE = "\u2581"
 T5_CLASSES = ("T5Tokenizer", "T5TokenizerFast", "MT5Tokenizer", "MT5TokenizerFast", "UMT5Tokenizer",

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..model._validate import is_int, is_real
+from ..checks import is_int, is_real
 from ._schedule import KINDS as SCHEDULES
 
 MODES = ("span", "supervised")

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data import DataError, DataSummary, Fields, build_examples, collate, read_records
-from ..decoding import generate
 from ..functional import IGNORE_INDEX
 from ..model import loss as model_loss
+from ..data import DataError, DataSummary, Fields, build_examples, collate, read_records
+from ..decoding import generate
 
 INSTALL_EVAL = "pip install 'mt5fn[eval]'"
 

@@ -18,7 +18,7 @@ import socket
 import time
 from typing import Callable
 
-from ..model._validate import is_int
+from ..checks import is_int
 from ._errors import EXIT_USAGE, TrainError
 
 LOCK_NAME = ".lock"

@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..model import MT5Config
 from ..checkpoint import atomic_write_text
 from ..data import mix_seed
-from ..model import MT5Config
 from . import _distributed as D
 from . import _profiling
 from ._config import TrainConfig

@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..checks import check_real
 from ..model import flatten_params
-from ..model._validate import check_real
 
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adafactor": torch.optim.Adafactor}
 

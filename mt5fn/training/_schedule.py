@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..model._validate import check_int, check_optional_int, check_real
+from ..checks import check_int, check_optional_int, check_real
 
 KINDS = ("constant", "inverse_sqrt", "cosine")
 

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..model import MT5Config, init_params, tree_map
 from ..data import (DataError, DataSummary, ExampleStream, Fields, build_examples, data_fingerprint, expand_paths,
                     read_records, stream_fingerprint)
-from ..model import MT5Config, init_params, tree_map
 from . import _distributed as D
 from ._batches import MemoryBatches, StreamBatches
 from ._config import TrainConfig

@@ -33,10 +33,10 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from ..checks import check_bool, check_params, check_real
 from ..functional import IGNORE_INDEX
-from ..model import MT5Config, flatten_params, iter_leaves, tree_map
+from ..model import MT5Config, check_config, flatten_params, iter_leaves, tree_map
 from ..model import loss as model_loss
-from ..model._validate import check_bool, check_config, check_params, check_real
 
 _BATCH_KEYS = ("input_ids", "labels", "attention_mask", "decoder_attention_mask")
 

@@ -35,6 +35,8 @@ from typing import Iterable
 
 import torch
 
+from ..kernels import chunk_bytes
+
 ENV_VAR = "MT5FN_MAX_BUFFER_BYTES"
 
 Buffer = tuple[str, tuple[int, ...], int]  # (what, shape, bytes per element)
@@ -195,9 +197,7 @@ def check_seq2seq(params: dict, cfg, input_ids: torch.Tensor, decoder_ids: torch
     elif logits == "loss":
         buffers.append(("float32 logits, log-probabilities and their gradient", (3, batch, target, vocab), 4))
     else:
-        from ..functional._cross_entropy import CHUNK_BYTES
-
-        buffers.append(("one chunk of float32 logits", (min(batch * target * vocab * 4, CHUNK_BYTES),), 1))
+        buffers.append(("one chunk of float32 logits", (min(batch * target * vocab * 4, chunk_bytes()),), 1))
     check_buffers(call, f"input_ids {tuple(input_ids.shape)} and {decoder_name} {tuple(decoder_ids.shape)}",
                   buffers, _device(params))
 

@@ -40,6 +40,11 @@ def _log_tiny(dtype: torch.dtype) -> float:
     return math.log(torch.finfo(dtype).tiny) + 1.0
 
 
+def chunk_bytes() -> int:
+    """The bytes of float32 logits one chunk holds (read at call time: tests shrink it)."""
+    return CHUNK_BYTES
+
+
 def chunk_rows(vocab_size: int) -> int:
     return max(1, CHUNK_BYTES // (4 * vocab_size))
 
