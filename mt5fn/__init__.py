@@ -6,11 +6,16 @@ Everything takes the parameter pytree first and the frozen config second::
     params = mt5fn.init_params(cfg, seed=0)
     logits = mt5fn.forward(params, cfg, input_ids, decoder_input_ids)
 
-The package is a set of rooms, each a folder with one concern per file (the
-README's "Layout" table): ``functional`` (block math), ``model`` (config,
-pytree, model functions, module facade, boundary checks), ``decoding``
-(cache, decoding layouts, generate), ``checkpoint``, ``tokenizer``, ``data``,
-``training``, ``cli`` and ``demo``. The names below are the public API.
+Start reading at ``mt5fn/reference.py``: the whole T5 family in one file,
+the oracle every fast path here is proven equal to (``spec/``). The package
+is a set of rooms, each a folder with one concern per file, lowest first
+(``docs/design.md`` has the map): ``kernels`` (the one ``linear`` over every
+weight-leaf form, kernel choice), ``checks`` (the boundary checks and
+pre-flight every room shares), ``functional`` (block math on one weight
+form), ``model`` (config, pytree, stacks, model functions, module facade),
+``quant``, ``checkpoint``, ``tokenizer``, ``lora``, ``data``, ``decoding``
+(cache, decoding layouts, generate), ``training``, ``demo`` and ``cli``. The
+names below are the public API.
 """
 
 from . import data, functional, lora, training

@@ -44,7 +44,7 @@ from ._beam_search import Reorder, beam_loop
 from ._cache import build_cache, distance_bias, step_hidden
 from ._generation_config import GenerationConfig
 from ._logits_processors import Processing
-from ._prepare import is_prepared, one_call_min_numel, prepare_decoding
+from ._prepare import is_prepared, lay_out, one_call_min_numel
 from ._sampling import Step, sample_loop
 from ._threads import intra_op_threads, loop_threads
 
@@ -177,7 +177,7 @@ def generate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_m
 
     ``params`` may be a ``prepare_decoding`` tree: hold one for repeated
     calls. Plain parameters are prepared for this call alone (the cost is in
-    the README's generation table) and nothing is remembered afterwards.
+    docs/generation.md's table) and nothing is remembered afterwards.
     """
     request = validate(params, cfg, input_ids, attention_mask, config, generator, encoder_outputs,
                        decoder_input_ids, overrides)
@@ -211,8 +211,7 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
     rows = encoder_hidden.shape[0] * repeat
     slots = prefix_length - 1 + gc.max_new_tokens  # ids fed: the prefix, then all generated tokens but the last
     # Laying out the weights is a few large copies and the cross K/V one large product: every thread.
-    weights = params if is_prepared(params) else prepare_decoding(
-        params, cfg, rows=rows, min_numel=one_call_min_numel(rows, gc.max_new_tokens))
+    weights = params if is_prepared(params) else lay_out(params, rows, one_call_min_numel(rows, gc.max_new_tokens))
     cache = build_cache(weights, cfg, encoder_hidden, attention_mask, slots, repeat=repeat)
     with intra_op_threads(step_threads):
         distances = distance_bias(weights, cfg, slots)

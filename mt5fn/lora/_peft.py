@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from .. import checks as check
-from ..model import MT5Config, check_config, read_json
+from ..checks import read_json
+from ..model import MT5Config, check_config
 from ..checkpoint import atomic_directory
 from ._adapters import _check_pair, adapter_sites, settings
 from ._sites import STACKS, Site, sites

@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..checks import check_int, is_int
-from ..model import read_json
+from ..checks import check_int, is_int, read_json
 from ..checkpoint import checked_path
 from ..checkpoint._folder_names import (ADDED_TOKENS_NAME, SPECIAL_TOKENS_MAP_NAME, SPIECE_NAME,  # noqa: F401
                                        TOKENIZER_CONFIG_NAME, TOKENIZER_FILES, TOKENIZER_JSON_NAME)
