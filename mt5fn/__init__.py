@@ -18,7 +18,7 @@ form), ``model`` (config, pytree, stacks, model functions, module facade),
 names below are the public API.
 """
 
-from . import data, functional, lora, training
+from . import data, functional, lora, reference, training
 from .checkpoint import from_hf_state_dict, load_pretrained, save_pretrained, to_hf_state_dict
 from .decoding import (DecodeCache, GenerateOutput, GenerationConfig, decode_step, generate, init_cache,
                        prepare_decoding, stream)
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict",
-    "data", "functional", "lora", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
+    "data", "functional", "lora", "reference", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
     "DecodeCache", "GenerationConfig", "decode_step", "generate", "init_cache", "prepare_decoding",
     "GenerateOutput", "stream",
     "to_hf_state_dict", "tree_map", "unflatten_params", "intermediates", "score", "Scores",

@@ -410,7 +410,7 @@ def loss(params: dict, cfg: MT5Config, input_ids: Tensor, labels: Tensor,
 # ------------------------------------------------------------------ 9. the cache and one cached step
 @dataclasses.dataclass(frozen=True)
 class Cache:
-    """What incremental decoding carries between steps (Vaswani et al. 2017's K/V cache).
+    """What incremental decoding carries between steps: the usual K/V cache of autoregressive decoding.
 
     Each new token's self-attention needs the keys and values of every earlier token; they are
     kept instead of recomputed. The cross-attention ones depend on the encoder output alone.
