@@ -30,11 +30,9 @@ from .tokenizer import Tokenizer, train_tokenizer
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict",
-    "data", "functional", "lora", "reference", "training", "init_params", "lm_logits", "loss", "module_params", "num_params", "shift_right",
-    "DecodeCache", "GenerationConfig", "decode_step", "generate", "init_cache", "prepare_decoding",
-    "GenerateOutput", "stream",
-    "to_hf_state_dict", "tree_map", "unflatten_params", "intermediates", "score", "Scores",
-    "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer", "quantize", "dequantize",
-]
+__all__ = ["MT5Config", "MT5Module", "decode", "encode", "flatten_params", "forward", "from_hf_state_dict", "data",
+    "functional", "lora", "reference", "training", "init_params", "lm_logits", "loss", "module_params",
+    "num_params", "shift_right", "DecodeCache", "GenerationConfig", "decode_step", "generate", "init_cache",
+    "prepare_decoding", "GenerateOutput", "stream", "to_hf_state_dict", "tree_map", "unflatten_params",
+    "intermediates", "score", "Scores", "load_pretrained", "save_pretrained", "Tokenizer", "train_tokenizer",
+    "quantize", "dequantize"]

@@ -25,8 +25,8 @@ from ._values import (MAX_SEED, SCALE_RANGE, check_bool, check_device, check_dro
                       check_length_penalty, check_optional_int, check_real, check_rows, check_scale, check_seed, is_int,
                       is_real, short_repr)
 
-__all__ = ["ID_DTYPES", "IGNORE_INDEX", "MAX_SEED", "PARAM_DTYPES", "SCALE_RANGE", "check_bool", "check_cache_tensors",
-           "check_device", "check_dropout", "check_generator", "check_hidden", "check_ids", "check_int",
-           "check_length_penalty", "check_mask", "check_optional_int", "check_params", "check_real", "check_rows",
-           "check_same_batch", "check_scale", "check_seed", "is_int", "is_plain_eager", "is_real", "params_device", "params_dtype",
-           "preflight", "read_json", "short_repr"]
+__all__ = ["ID_DTYPES", "IGNORE_INDEX", "MAX_SEED", "PARAM_DTYPES", "SCALE_RANGE", "check_bool",
+           "check_cache_tensors", "check_device", "check_dropout", "check_generator", "check_hidden", "check_ids",
+           "check_int", "check_length_penalty", "check_mask", "check_optional_int", "check_params", "check_real",
+           "check_rows", "check_same_batch", "check_scale", "check_seed", "is_int", "is_plain_eager", "is_real",
+           "params_device", "params_dtype", "preflight", "read_json", "short_repr"]

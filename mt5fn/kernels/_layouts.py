@@ -2,10 +2,11 @@
 
 A decoding step multiplies a handful of rows by every weight: it is bound by
 how fast the weights stream from memory. Which layout streams fastest depends
-on the rows, the dtype and the CPU; this module makes the forms that
-``linear`` reads (``_linear``'s table), so the choice stays in this room.
+on the rows, the dtype and the CPU, so ``relayout_linear`` times the
+candidates on the running machine (``_choice``) and keeps the fastest; the
+forms are those ``linear`` reads (``_linear``'s table).
 
-Measured on a 2-core AMD EPYC (mt5-small head ``[250112, 512]``, fp32): one row
+For example, on a 2-core AMD EPYC (mt5-small head ``[250112, 512]``, fp32): one row
 times the head took 100 ms with ``F.linear``, 46 ms with one ``(in, out)``
 copy and 22-36 ms in 16384-column blocks (a block's output slice stays in
 cache while the input streams through it); at 8 rows oneDNN's prepacked weight
@@ -14,12 +15,15 @@ ran 2.5-5x faster than MKL's gemm on the transposed operand.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ._linear import COLUMNS, INT8, SCALE, linear_form
+from ._choice import choose, key, probe_rows, time_call
+from ._int8_dynamic import available as int8_dynamic_available
+from ._int8_dynamic import pack as pack_int8_dynamic
+from ._linear import COLUMNS, INT8, SCALE, linear, linear_form
 
 # Below this many elements a weight stays as it is: it sits in cache, a copy buys nothing,
 # and the tiny test models then run exactly transformers' kernels.
@@ -35,28 +39,70 @@ def _onednn_ready(weight: Tensor) -> bool:
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def relayout_linear(weight: Tensor, rows: int | None, *, min_numel: int = MIN_PREPARED_NUMEL,
+def relayout_linear(weight: Any, rows: int | None, *, min_numel: int = MIN_PREPARED_NUMEL,
                     block: int = OUTPUT_BLOCK) -> Any:
-    """The weight-leaf form of ``weight`` (out, in) that is fastest for ``rows`` rows per product.
+    """The weight-leaf form of ``weight`` that multiplies fastest at ``rows`` rows on this machine.
 
-    One row on the CPU in float32 (and other non-bf16 dtypes): ``{"columns": [...]}``
-    (``W.T`` in ``block``-column contiguous pieces). bfloat16 on the CPU, and several
-    rows (or an unknown number, ``None``) in float32: a oneDNN-blocked tensor (for
-    bf16 at one row the AVX512-BF16 kernels beat both ``F.linear`` and column
-    blocks: 17.6 against 30.7 and 37.4 ms for the mt5-small head on a 2-core EPYC).
-    Otherwise (GPUs, no oneDNN), and below ``min_numel`` elements: ``weight``
-    itself. Pure: ``weight`` is never modified.
+    ``weight``: a dense (out, in) tensor or a weight-only int8 leaf; ``rows``: the rows
+    of each product (None: unknown, a few). The candidates are timed with ``linear``
+    and the fastest kept (``_choice``: once per machine and product, remembered):
+
+    * float: the tensor itself, column blocks of ``W.T`` (one or two rows), a
+      oneDNN-blocked copy (float32 / bfloat16 on the CPU);
+    * int8: the weight-only leaf itself (``torch._weight_int8pack_mm`` at few
+      rows), int8 x int8 with dynamic activation scales (``_int8_dynamic``).
+
+    In deterministic mode the rule below is taken without timing: column blocks for
+    one row in float32, oneDNN for other CPU float products, the int8 leaf as it is
+    (the forms that measured fastest on a 2-core AVX512-BF16 EPYC). GPUs, other forms,
+    and weights below ``min_numel`` elements keep ``weight``. Pure: never modified.
     """
-    if linear_form(weight) != "dense" or weight.numel() < min_numel:
+    form = linear_form(weight)
+    if form not in ("dense", "int8"):
         return weight
-    if weight.device.type == "cpu" and rows == 1 and weight.dtype != torch.bfloat16:
-        return {COLUMNS: _transposed_blocks(weight.detach(), block)}
+    values = weight if form == "dense" else weight[INT8]  # (out, in)
+    dtype = weight.dtype if form == "dense" else weight[SCALE].dtype  # the compute dtype
+    candidates, rule = candidate_forms(weight, rows, block=block)
+    if values.numel() < min_numel or len(candidates) == 1:
+        return weight
+    out_in, device = tuple(values.shape), values.device
+    probe = probe_rows(out_in[1], rows, dtype, device)  # (rows, in)
+    name = key(form, out_in, dtype, rows, device)
+    with torch.no_grad():
+        _, chosen = choose(name, candidates, rule, lambda leaf: time_call(lambda: linear(probe, leaf)))
+    return chosen
+
+
+def candidate_forms(weight: Any, rows: int | None, *, block: int = OUTPUT_BLOCK
+                    ) -> tuple[dict[str, Callable[[], Any]], str]:
+    """The forms ``relayout_linear`` chooses among for ``weight`` at ``rows`` rows, as builders by name,
+    and the name its deterministic rule takes. Every form computes ``linear``'s product (the int8
+    ones with their quantization error; the spec checks each)."""
+    if linear_form(weight) == "int8":
+        return _int8_candidates(weight)
+    if linear_form(weight) == "dense":
+        return _float_candidates(weight, rows, block)
+    return {"as is": lambda: weight}, "as is"
+
+
+def _float_candidates(weight: Tensor, rows: int | None, block: int) -> tuple[dict[str, Callable[[], Any]], str]:
+    candidates: dict[str, Callable[[], Any]] = {"dense": lambda: weight}
+    if weight.device.type != "cpu":
+        return candidates, "dense"
+    if rows is not None and rows <= 2:
+        candidates["columns"] = lambda: {COLUMNS: _transposed_blocks(weight.detach(), block)}
     if _onednn_ready(weight):
-        try:
-            return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
-        except RuntimeError:  # a build whose oneDNN refuses this shape: keep F.linear
-            return weight
-    return weight
+        candidates["onednn"] = lambda: torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+    if rows == 1 and weight.dtype != torch.bfloat16:
+        return candidates, "columns"
+    return candidates, "onednn" if "onednn" in candidates else "dense"
+
+
+def _int8_candidates(weight: dict) -> tuple[dict[str, Callable[[], Any]], str]:
+    candidates: dict[str, Callable[[], Any]] = {"int8": lambda: weight}
+    if weight[INT8].device.type == "cpu" and int8_dynamic_available():
+        candidates["int8-dynamic"] = lambda: pack_int8_dynamic(weight[INT8], weight[SCALE])
+    return candidates, "int8"
 
 
 def _transposed_blocks(weight: Tensor, block: int) -> list[Tensor]:

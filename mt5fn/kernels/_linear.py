@@ -19,6 +19,10 @@ form                                        product
                                             computed in ``scale.dtype``: few rows on the CPU by
                                             ``torch._weight_int8pack_mm`` (bfloat16), otherwise
                                             by dequantizing to ``scale.dtype`` and ``F.linear``
+``{"int8_packed": Tensor (in, out) int8,``  int8 x int8 with per-row dynamic activation scales
+``"scale": Tensor (out,)}``                 (VNNI / AMX; ``_int8_dynamic``), the packed weight
+                                            oneDNN-blocked: a decoding layout of the int8 form,
+                                            where it measures faster (``_layouts``)
 ==========================================  =======================================================
 
 Forms other than the plain tensor are inference layouts: they are made by
@@ -34,6 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ._int8_dynamic import int8_dynamic_linear, is_int8_dynamic
 
 COLUMNS = "columns"
 INT8, SCALE = "int8", "scale"
@@ -58,7 +64,8 @@ def _is_int8(w: Any) -> bool:
 
 
 def linear_form(w: Any) -> str | None:
-    """The name of ``w``'s leaf form (``"dense"``, ``"onednn"``, ``"columns"``, ``"int8"``), or None."""
+    """The name of ``w``'s leaf form (``"dense"``, ``"onednn"``, ``"columns"``, ``"int8"``,
+    ``"int8-dynamic"``), or None."""
     if isinstance(w, Tensor):
         if w.dim() != 2 or not (w.dtype.is_floating_point or w.dtype.is_complex):
             return None
@@ -67,6 +74,8 @@ def linear_form(w: Any) -> str | None:
         return "columns"
     if _is_int8(w):
         return "int8"
+    if is_int8_dynamic(w):
+        return "int8-dynamic"
     return None
 
 
@@ -77,6 +86,8 @@ def linear_shape(w: Any, path: str = "weight") -> tuple[int, int]:
         return int(w.shape[0]), int(w.shape[1])
     if form == "int8":
         return int(w[INT8].shape[0]), int(w[INT8].shape[1])
+    if form == "int8-dynamic":
+        return int(w["int8_packed"].shape[1]), int(w["int8_packed"].shape[0])
     if form == "columns":
         blocks = w[COLUMNS]
         inputs = {int(block.shape[0]) for block in blocks}
@@ -86,7 +97,8 @@ def linear_shape(w: Any, path: str = "weight") -> tuple[int, int]:
     described = f"a {type(w).__name__}" if not isinstance(w, (dict, Tensor)) else (
         f"a dict with keys {sorted(map(str, w))}" if isinstance(w, dict) else f"a tensor of shape {tuple(w.shape)}")
     raise ValueError(f"{path}: not a weight-leaf form mt5fn knows (a floating (out, in) tensor, a oneDNN-packed "
-                     f"tensor, {{'columns': [...]}} or {{'int8': int8 (out, in), 'scale': (out,)}}); got {described}")
+                     f"tensor, {{'columns': [...]}}, {{'int8': int8 (out, in), 'scale': (out,)}} or "
+                     f"{{'int8_packed': ..., 'scale': ...}}); got {described}")
 
 
 def linear_dtype(w: Any) -> torch.dtype:
@@ -144,5 +156,7 @@ def linear(x: Tensor, w: Any) -> Tensor:
             return _columns(x, w[COLUMNS])
         if INT8 in w:
             return _int8(x, w)
+        if "int8_packed" in w:
+            return int8_dynamic_linear(x, w)
     linear_shape(w)  # raises the error that describes the leaf
     raise AssertionError("unreachable")
