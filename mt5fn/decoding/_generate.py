@@ -31,6 +31,7 @@ With ``output_scores`` the result is a ``GenerateOutput`` (``sequences``,
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -42,6 +43,7 @@ from ..model import MT5Config, check_config, lm_logits
 from ..model import run_encoder as encode  # the encoder without its checks: generate validated once
 from ._beam_search import Reorder, beam_loop
 from ._cache import build_cache, distance_bias, step_hidden
+from ._compiled import backend_of, cannot_compile, compiled_step, has_packed_leaves, slots_for
 from ._generation_config import GenerationConfig
 from ._logits_processors import Processing
 from ._prepare import is_prepared, lay_out, one_call_min_numel
@@ -140,11 +142,12 @@ class Request:
     gc: GenerationConfig
     prefix: Tensor  # (B, P)
     batch: int
+    backend: str | None  # compile=: the torch.compile backend, or None (eager)
 
 
 def validate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None,
              config: GenerationConfig | None, generator: Any, encoder_outputs: Tensor | None,
-             decoder_input_ids: Tensor | None, overrides: dict[str, Any]) -> Request:
+             decoder_input_ids: Tensor | None, overrides: dict[str, Any], compile: Any = False) -> Request:
     """Every check of ``generate`` / ``stream``, before any work."""
     check_config(cfg)
     check.check_params(params, cfg, need_decoder=True)
@@ -152,13 +155,14 @@ def validate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_m
     gc = resolve_config(config, overrides)
     _check_generator(generator)
     prefix = decoder_prefix(cfg, decoder_input_ids, source.shape[0], check.params_device(params))
-    return Request(gc, prefix, source.shape[0])
+    backend = None if compile is False else backend_of(compile)
+    return Request(gc, prefix, source.shape[0], backend)
 
 
 def generate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None = None,
              config: GenerationConfig | None = None, *, generator: torch.Generator | None = None,
              encoder_outputs: Tensor | None = None, decoder_input_ids: Tensor | None = None,
-             **overrides: Any) -> Tensor | GenerateOutput:
+             compile: bool | str = False, **overrides: Any) -> Tensor | GenerateOutput:
     """Decode continuations of ``input_ids`` (B, S); returns (B * num_return_sequences, P + n) token ids.
 
     The settings are ``config`` (a ``GenerationConfig``) with keyword
@@ -178,11 +182,16 @@ def generate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_m
     ``params`` may be a ``prepare_decoding`` tree: hold one for repeated
     calls. Plain parameters are prepared for this call alone (the cost is in
     docs/generation.md's table) and nothing is remembered afterwards.
+
+    ``compile=True`` runs each decoding step through ``torch.compile`` with a
+    static cache (``_compiled``; ``"aot_eager"`` / ``"eager"`` name a backend
+    that captures the graph without generating code). Same tokens; where
+    torch cannot compile, one warning names the reason and decoding is eager.
     """
     request = validate(params, cfg, input_ids, attention_mask, config, generator, encoder_outputs,
-                       decoder_input_ids, overrides)
+                       decoder_input_ids, overrides, compile)
     return decode_tokens(params, cfg, input_ids, attention_mask, request.gc, generator=generator,
-                         encoder_outputs=encoder_outputs, prefix=request.prefix)
+                         encoder_outputs=encoder_outputs, prefix=request.prefix, backend=request.backend)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,11 +204,31 @@ class Decoder:
     step_threads: int
 
 
+def _usable_backend(backend: str | None, params: dict, device: torch.device) -> str | None:
+    """``backend`` if the step can be compiled here, else None after one warning naming the reason."""
+    if backend is None:
+        return None
+    reason = cannot_compile(backend, device)
+    if reason is None and is_prepared(params) and has_packed_leaves(params):
+        reason = "the tree holds oneDNN-packed leaves (a prepare_decoding layout); pass the plain parameters"
+    if reason is not None:
+        warnings.warn(f"generate(compile=...): {reason}; decoding eagerly", stacklevel=5)
+        return None
+    return backend
+
+
+def _is_compile_failure(error: Exception) -> bool:
+    """An error raised by torch's compiler stack (dynamo, a backend), not by the step's own checks."""
+    module = type(error).__module__ or ""
+    return module.startswith(("torch._dynamo", "torch._inductor", "torch._subclasses")) or \
+        isinstance(error, (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.Unsupported))
+
+
 def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None,
                    gc: GenerationConfig, *, repeat: int, prefix_length: int, encoder_outputs: Tensor | None = None,
-                   on_step: Callable[[], None] | None = None) -> Decoder:
+                   on_step: Callable[[], None] | None = None, backend: str | None = None) -> Decoder:
     """Encode (unless ``encoder_outputs``), lay out the weights and build the cache for rows repeated
-    ``repeat`` times. Call under ``torch.inference_mode()``."""
+    ``repeat`` times; ``backend``: compile the step (``_compiled``). Call under ``torch.inference_mode()``."""
     all_threads = torch.get_num_threads()
     step_threads = loop_threads() or all_threads
     if encoder_outputs is None:
@@ -210,23 +239,49 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
         encoder_hidden = encoder_outputs
     rows = encoder_hidden.shape[0] * repeat
     slots = prefix_length - 1 + gc.max_new_tokens  # ids fed: the prefix, then all generated tokens but the last
-    # Laying out the weights is a few large copies and the cross K/V one large product: every thread.
-    weights = params if is_prepared(params) else lay_out(params, rows, one_call_min_numel(rows, gc.max_new_tokens))
+    backend = _usable_backend(backend, params, encoder_hidden.device)
+    if backend is not None:
+        # dense / int8 leaves for the compiler (it picks its own GEMMs), and a slot count shared by many calls
+        weights = params if is_prepared(params) else lay_out(params, rows, 1 << 62)
+        slots = slots_for(slots)
+    else:
+        # Laying out the weights is a few large copies and the cross K/V one large product: every thread.
+        weights = params if is_prepared(params) else lay_out(params, rows,
+                                                             one_call_min_numel(rows, gc.max_new_tokens))
     cache = build_cache(weights, cfg, encoder_hidden, attention_mask, slots, repeat=repeat)
     with intra_op_threads(step_threads):
         distances = distance_bias(weights, cfg, slots)
     position = 0
 
-    def step(tokens: Tensor) -> Tensor:
-        nonlocal cache, position
+    def eager_step(tokens: Tensor) -> Tensor:
+        nonlocal cache
         hidden, cache = step_hidden(weights, cfg, cache, tokens, inplace=True, position=position,
                                     distances=distances)  # (N, T, d)
-        position += tokens.shape[1]
         with intra_op_threads(all_threads):
-            logits = lm_logits(weights, cfg, hidden[:, -1:])  # (N, 1, V)
+            return lm_logits(weights, cfg, hidden[:, -1:])[:, 0]  # (N, V)
+
+    def compiled(tokens: Tensor) -> Tensor:
+        nonlocal cache, backend
+        try:
+            with intra_op_threads(all_threads):  # one graph, the head included: every thread
+                logits, cache = compiled_step(backend, encoder_hidden.device)(weights, cfg, cache,
+                                                                              tokens.contiguous())
+            return logits  # (N, V)
+        except Exception as error:  # noqa: BLE001 -- any compiler failure: say why once, then decode eagerly
+            if not _is_compile_failure(error):
+                raise
+            warnings.warn(f"generate(compile=...): torch.compile failed ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}); decoding eagerly", stacklevel=4)
+            backend = None
+            return eager_step(tokens)
+
+    def step(tokens: Tensor) -> Tensor:
+        nonlocal position
+        logits = eager_step(tokens) if backend is None else compiled(tokens)
+        position += tokens.shape[1]
         if on_step is not None:
             on_step()
-        return logits[:, 0]  # (N, V)
+        return logits  # (N, V)
 
     def reorder(source_rows: Tensor) -> None:
         # Beams move between rows of the same input only, so the cross K/V need no reordering.
@@ -240,7 +295,8 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
 def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mask: Tensor | None,
                   gc: GenerationConfig, *, generator: torch.Generator | None = None,
                   beam_search: bool | None = None, on_step: Callable[[], None] | None = None,
-                  encoder_outputs: Tensor | None = None, prefix: Tensor | None = None) -> Tensor | GenerateOutput:
+                  encoder_outputs: Tensor | None = None, prefix: Tensor | None = None,
+                  backend: str | None = None) -> Tensor | GenerateOutput:
     """``generate`` after validation. ``beam_search`` forces the loop (None: beams when ``num_beams > 1``),
     so one-beam beam search stays reachable for the specification; ``on_step`` is called after every
     decoder step (the command line's profiler); ``prefix``: ``decoder_prefix``'s (B, P) ids."""
@@ -256,7 +312,8 @@ def decode_tokens(params: dict, cfg: MT5Config, input_ids: Tensor | None, attent
     spec = processing(cfg, gc)
     with torch.inference_mode():
         decoder = start_decoding(params, cfg, input_ids, attention_mask, gc, repeat=repeat,
-                                 prefix_length=prefix.shape[1], encoder_outputs=encoder_outputs, on_step=on_step)
+                                 prefix_length=prefix.shape[1], encoder_outputs=encoder_outputs, on_step=on_step,
+                                 backend=backend)
         with intra_op_threads(decoder.step_threads):
             if beam_search:
                 result = beam_loop(decoder.step, decoder.reorder, cfg, spec, prefix, gc.num_beams,

@@ -35,6 +35,7 @@ from torch import Tensor
 from ..kernels import FUSED_NAMES, MIN_PREPARED_NUMEL, fuse_outputs, relayout_linear
 from ..checks import check_params, check_rows
 from ..model import MT5Config, check_config
+from ._threads import intra_op_threads, loop_threads
 
 # A re-laid-out copy costs about as much as this many products with the weight as it is (one pass
 # over it, measured ~10 for the mt5-small head); it pays off when a call runs more products than that,
@@ -83,7 +84,9 @@ def lay_out(params: dict, rows: int | None, min_numel: int) -> dict:
 
     decoder = params["decoder"]
     blocks = []
-    with torch.no_grad():
+    # The kernel choice times each form on the threads its products will run on: a step's block
+    # products on the loop's threads, the head and the cross K/V on all of them (_threads).
+    with torch.no_grad(), intra_op_threads(loop_threads() or torch.get_num_threads()):
         for block in decoder["blocks"]:
             attn, cross, mlp = block["self_attn"], block["cross_attn"], block["mlp"]
             new = dict(block)
@@ -94,6 +97,7 @@ def lay_out(params: dict, rows: int | None, min_numel: int) -> dict:
             inner = {"wi": lay(mlp["wi"])} if "wi" in mlp else {gate_up: lay(fuse_outputs([mlp["wi_0"], mlp["wi_1"]]))}
             new["mlp"] = {**inner, "wo": lay(mlp["wo"])}
             blocks.append(new)
+    with torch.no_grad():
         # All blocks' cross K and V in one matrix: its row count is batch x source length, not ``rows``.
         cross_kv = fuse_outputs([w for b in decoder["blocks"] for w in (b["cross_attn"]["k"], b["cross_attn"]["v"])])
         prepared_decoder = {**decoder, "blocks": blocks, "cross_kv": lay(cross_kv, None if rows is None
