@@ -130,3 +130,16 @@ def test_every_candidate_is_a_plain_pytree_leaf():
             leaves = torch.utils._pytree.tree_leaves(built)
             assert leaves and all(isinstance(t, torch.Tensor) for t in leaves)
             assert linear_form(built) is not None
+
+
+def test_the_command_line_lays_out_a_model_and_lists_the_choices(measured, tmp_path):
+    cfg = mt5fn.MT5Config(model_type="mt5", vocab_size=300, d_model=256, d_kv=32, d_ff=512, num_layers=1,
+                          num_heads=8)
+    mt5fn.save_pretrained(mt5fn.init_params(cfg, seed=0), cfg, tmp_path / "model")
+    env = {**os.environ, "MT5FN_KERNEL_CACHE": "on", "XDG_CACHE_HOME": str(measured)}
+    out = subprocess.run([sys.executable, "-m", "mt5fn", "kernels", "--model", str(tmp_path / "model"), "--rows", "2"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "mode: on" in out.stdout and str(measured / "mt5fn" / "kernels.json") in out.stdout
+    assert "dense|float32|300x256|rows 2 -> " in out.stdout  # the untied head, measured at 2 rows
+    assert json.loads((measured / "mt5fn" / "kernels.json").read_text())["choices"]
