@@ -17,6 +17,9 @@ Engines (all in this process; ``--previous`` adds one in another):
 * ``mt5fn-held`` -- on a ``prepare_decoding`` tree made once for the case's rows;
 * ``mt5fn-bf16`` / ``mt5fn-int8`` -- held trees of the bf16-cast weights and of
   ``mt5fn.quantize(params, cfg, "int8")``;
+* ``mt5fn-compiled`` -- ``generate(..., compile=True)`` on the plain float32
+  pytree: the step through ``torch.compile``; its warm-up column is the compile
+  time (once per case shape), its median the compiled decoding;
 * ``transformers`` / ``transformers-bf16`` -- its ``generate`` on the same
   checkpoint in float32 and in bfloat16 (``torch_dtype``);
 * ``ct2`` / ``ct2-int8`` -- CTranslate2 (optional: ``pip install ctranslate2``)
@@ -54,7 +57,7 @@ import mt5fn
 SOURCE_LENGTH, NEW_TOKENS, LONG_LENGTH = 32, 32, 4096
 CASES = {"greedy1": dict(batch=1, num_beams=1), "greedy8": dict(batch=8, num_beams=1),
          "beam4": dict(batch=1, num_beams=4)}
-ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-held-worker", "mt5fn-bf16", "mt5fn-int8", "transformers",
+ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-held-worker", "mt5fn-bf16", "mt5fn-int8", "mt5fn-compiled", "transformers",
            "transformers-bf16", "ct2", "ct2-int8")
 BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
@@ -208,6 +211,13 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
 
     if "mt5fn" in wanted:
         engines["mt5fn"] = mt5fn_engine(None)
+    if "mt5fn-compiled" in wanted:
+        def run_compiled(batch: int, num_beams: int) -> list[int]:
+            out = mt5fn.generate(params, cfg, sources[:batch], max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                                 num_beams=num_beams, compile=True)
+            return out[0, 1:].tolist()
+
+        engines["mt5fn-compiled"] = run_compiled
     for name in made:
         engines[name] = mt5fn_engine(name)
 
@@ -300,7 +310,7 @@ def print_table(table: dict, engines: list[str], floors: dict[str, float]) -> No
     print(f"\nratios to {base} (lower is faster for mt5fn):")
     pairs = [("mt5fn-held-worker", "previous"), ("mt5fn-held", "previous"), ("mt5fn-held", "ct2"), ("mt5fn-held", "transformers"),
              ("mt5fn-int8", "ct2-int8"), ("mt5fn-bf16", "transformers-bf16"), ("mt5fn-bf16", "mt5fn-held"),
-             ("mt5fn-int8", "mt5fn-held")]
+             ("mt5fn-int8", "mt5fn-held"), ("mt5fn-compiled", "mt5fn-held"), ("mt5fn-compiled", "mt5fn")]
     for case, row in table.items():
         parts = [f"{a}/{b} {row[a]['median'] / row[b]['median']:.2f}x" for a, b in pairs if a in row and b in row]
         print(f"  {case}: " + ", ".join(parts))
