@@ -24,6 +24,9 @@ Engines (all in this process; ``--previous`` adds one in another):
   checkpoint in float32 and in bfloat16 (``torch_dtype``);
 * ``ct2`` / ``ct2-int8`` -- CTranslate2 (optional: ``pip install ctranslate2``)
   converted from the same checkpoint, ``compute_type`` float32 and int8;
+* ``llama.cpp-f32`` / ``-f16`` / ``-q8_0`` (``--engines llama.cpp`` for all three) --
+  the checkpoint converted by llama.cpp's own ``convert_hf_to_gguf.py`` and decoded
+  through its Python bindings (optional: ``benchmarks/llamacpp.py``; batch 1 only);
 * ``mt5fn-held-worker`` -- ``mt5fn-held`` in a process of its own, driven
   like ``previous``: the like-for-like side of that comparison;
 * ``previous`` -- ``--previous PYTHON``: the mt5fn installed for that
@@ -58,7 +61,9 @@ SOURCE_LENGTH, NEW_TOKENS, LONG_LENGTH = 32, 32, 4096
 CASES = {"greedy1": dict(batch=1, num_beams=1), "greedy8": dict(batch=8, num_beams=1),
          "beam4": dict(batch=1, num_beams=4)}
 ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-held-worker", "mt5fn-bf16", "mt5fn-int8", "mt5fn-compiled", "transformers",
-           "transformers-bf16", "ct2", "ct2-int8")
+           "transformers-bf16", "ct2", "ct2-int8", "llama.cpp-f32", "llama.cpp-f16", "llama.cpp-q8_0")
+# --engines llama.cpp names all three GGUF types
+ALIASES = {"llama.cpp": ("llama.cpp-f32", "llama.cpp-f16", "llama.cpp-q8_0")}
 BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 # The driver of --previous and of mt5fn-held-worker: reads "batch beams" lines, answers the seconds one
@@ -222,7 +227,7 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
         engines[name] = mt5fn_engine(name)
 
     checkpoint = os.path.join(tmp, "hf")
-    hf_wanted = {"transformers", "transformers-bf16", "ct2", "ct2-int8"} & wanted
+    hf_wanted = {"transformers", "transformers-bf16", "ct2", "ct2-int8", *ALIASES["llama.cpp"]} & wanted
     if hf_wanted:
         mt5fn.save_pretrained(params, cfg, checkpoint)
     for name, dtype in (("transformers", torch.float32), ("transformers-bf16", torch.bfloat16)):
@@ -262,6 +267,13 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
                     return [int(t[1:]) if t.startswith("t") else -1 for t in result[0].hypotheses[0]]
 
                 engines[name] = run_ct2
+    if set(ALIASES["llama.cpp"]) & wanted:
+        try:  # run as a script (python benchmarks/generate.py) or as a module of the benchmarks package
+            from benchmarks.llamacpp import build as build_llama_cpp
+        except ImportError:
+            from llamacpp import build as build_llama_cpp
+
+        engines.update(build_llama_cpp(wanted, checkpoint, tmp, args.threads, NEW_TOKENS, SOURCE_LENGTH, sources))
     if "mt5fn-held-worker" in wanted:
         engines["mt5fn-held-worker"] = Worker(sys.executable, args.threads, held=True,
                                               pythonpath=os.path.dirname(os.path.dirname(mt5fn.__file__)))
@@ -285,11 +297,16 @@ def run_cases(engines: dict, cases: list[str], runs: int) -> dict[str, dict[str,
     for case in cases:
         spec, row = CASES[case], {}
         for name, fn in engines.items():  # warm-up: prepared trees, converted models, caches
-            warm, ids = _call(fn, spec)
+            try:
+                warm, ids = _call(fn, spec)
+            except ValueError as error:  # an engine that cannot run this case (llama.cpp beyond batch 1)
+                print(f"  {case:8s} {name:18s} n/a: {error}")
+                continue
             row[name] = {"warm": warm, "runs": [], "ids": ids}
         for _ in range(runs):
             for name, fn in engines.items():
-                row[name]["runs"].append(_call(fn, spec)[0])
+                if name in row:
+                    row[name]["runs"].append(_call(fn, spec)[0])
         for name, result in row.items():
             result["median"] = statistics.median(result["runs"])
             print(f"  {case:8s} {name:18s} warm-up {result['warm']:6.2f} s  median {result['median']:6.3f} s  "
@@ -303,14 +320,15 @@ def print_table(table: dict, engines: list[str], floors: dict[str, float]) -> No
     print("\n| case | " + " | ".join(f"{n} (s)" for n in engines) + f" | per-call prepare (s) |")
     print("|---" * (len(engines) + 2) + "|")
     for case, row in table.items():
-        cells = [f"{row[n]['median']:.3f}" for n in engines]
+        cells = [f"{row[n]['median']:.3f}" if n in row else "n/a" for n in engines]
         overhead = (f"{row['mt5fn']['median'] - row['mt5fn-held']['median']:+.3f}"
                     if {"mt5fn", "mt5fn-held"} <= set(row) else "-")
         print(f"| {case} | " + " | ".join(cells) + f" | {overhead} |")
     print(f"\nratios to {base} (lower is faster for mt5fn):")
     pairs = [("mt5fn-held-worker", "previous"), ("mt5fn-held", "previous"), ("mt5fn-held", "ct2"), ("mt5fn-held", "transformers"),
              ("mt5fn-int8", "ct2-int8"), ("mt5fn-bf16", "transformers-bf16"), ("mt5fn-bf16", "mt5fn-held"),
-             ("mt5fn-int8", "mt5fn-held"), ("mt5fn-compiled", "mt5fn-held"), ("mt5fn-compiled", "mt5fn")]
+             ("mt5fn-int8", "mt5fn-held"), ("mt5fn-compiled", "mt5fn-held"), ("mt5fn-compiled", "mt5fn"),
+             ("mt5fn-held", "llama.cpp-f32"), ("mt5fn-bf16", "llama.cpp-f16"), ("mt5fn-int8", "llama.cpp-q8_0")]
     for case, row in table.items():
         parts = [f"{a}/{b} {row[a]['median'] / row[b]['median']:.2f}x" for a, b in pairs if a in row and b in row]
         print(f"  {case}: " + ", ".join(parts))
@@ -352,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", action="store_true", help="only the 4096-token input case")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    args.engines = ",".join(name for given in args.engines.split(",") for name in ALIASES.get(given, (given,)))
     unknown = set(args.engines.split(",")) - set(ENGINES)
     bad_cases = set(args.cases.split(",")) - set(CASES)
     if unknown or bad_cases or args.runs < 1 or args.threads < 1:
