@@ -2,7 +2,9 @@
 
     python benchmarks/accuracy.py --model mt5fn-demo/checkpoint --data mt5fn-demo/data/test.tsv
 
-For each of mt5fn int8 (``mt5fn.quantize``), mt5fn bf16 (weights cast) and
+For each of mt5fn int8 (``mt5fn.quantize``: weight-only), mt5fn int8-dynamic (the same
+int8 weights multiplied by int8 activations with per-row dynamic scales, the
+kernel choice's int8 x int8 form), mt5fn bf16 (weights cast) and
 transformers bf16 (``torch_dtype=torch.bfloat16``) against the same model in
 float32 (mt5fn's, equal to transformers' fp32 to round-off):
 
@@ -29,6 +31,23 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
         return [tuple(line.rstrip("\n").split("\t", 1)) for line in handle if "\t" in line]
 
 
+def int8_dynamic(tree):
+    """``tree`` with every weight-only int8 leaf in the int8 x int8 form (unchanged where oneDNN lacks it)."""
+    from mt5fn.kernels import candidate_forms, linear_form
+
+    def walk(node):
+        if isinstance(node, dict):
+            if linear_form(node) == "int8":
+                candidates, _ = candidate_forms(node, None)
+                return candidates["int8-dynamic"]() if "int8-dynamic" in candidates else node
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return node
+
+    return walk(tree)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -40,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg, params = mt5fn.load_pretrained(args.model, dtype=torch.float32)
     tokenizer = mt5fn.Tokenizer.from_pretrained(args.model)
     pairs = read_pairs(args.data)
-    trees = {"fp32": params, "int8": mt5fn.quantize(params, cfg, "int8"),
+    quantized = mt5fn.quantize(params, cfg, "int8")
+    trees = {"fp32": params, "int8": quantized, "int8-dynamic": int8_dynamic(quantized),
              "bf16": mt5fn.tree_map(lambda t: t.to(torch.bfloat16), params)}
     import transformers
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor
 
+from ..kernels import under_functorch
 from ..functional import (causal_bias, decoder_block, dropout, encoder_block, padding_bias, rms_norm,
                           self_attention_bias)
 from ._config import MT5Config
@@ -104,9 +105,14 @@ def checkpointed(generator: torch.Generator | None) -> Wrap:
     torch's checkpoint restores the global RNGs for the recomputation but not an explicit
     ``generator``: its state is captured before each block, set again for the recomputation, and the
     generator's later state restored afterwards, so masks and later draws are as without checkpointing.
+    Under ``torch.func`` transforms (``grad``, ``vjp``, ...), which do not support the saved-tensor
+    hooks torch's checkpoint is built on, blocks run without recomputation: same values and
+    gradients, without the memory saving.
     """
     def wrap(block: Block) -> Block:
         def recomputed(p: dict, hidden: Tensor, bias: Tensor | None, layer: int) -> Tensor:
+            if under_functorch():
+                return block(p, hidden, bias, layer)
             state = None if generator is None else generator.get_state()
             calls = [0]
 
