@@ -143,3 +143,23 @@ def test_the_command_line_lays_out_a_model_and_lists_the_choices(measured, tmp_p
     assert "mode: on" in out.stdout and str(measured / "mt5fn" / "kernels.json") in out.stdout
     assert "dense|float32|300x256|rows 2 -> " in out.stdout  # the untied head, measured at 2 rows
     assert json.loads((measured / "mt5fn" / "kernels.json").read_text())["choices"]
+
+
+def test_a_tree_already_in_the_int8_x_int8_form_decodes():
+    """Packed forms cannot be stacked: a tree laid out before keeps them as separate leaves."""
+    cfg = mt5fn.MT5Config(model_type="mt5", vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    quantized = mt5fn.quantize(mt5fn.init_params(cfg, seed=0), cfg, "int8")
+
+    def dynamic(node):
+        if isinstance(node, dict):
+            if linear_form(node) == "int8":
+                candidates, _ = candidate_forms(node, None)
+                return candidates.get("int8-dynamic", lambda: node)()
+            return {key: dynamic(value) for key, value in node.items()}
+        return [dynamic(value) for value in node] if isinstance(node, list) else node
+
+    tree = dynamic(quantized)
+    ids = torch.randint(2, 64, (2, 5))
+    out = mt5fn.generate(tree, cfg, ids, max_new_tokens=4)
+    prepared = mt5fn.prepare_decoding(tree, cfg, rows=2)
+    assert torch.equal(mt5fn.generate(prepared, cfg, ids, max_new_tokens=4), out)

@@ -10,11 +10,12 @@ holds weights, nothing is remembered between calls -- in which
 * each gated FFN's two input projections are one ``"wi_01"`` leaf ``(2 d_ff, d)``;
 * every block's cross-attention K and V is one ``decoder["cross_kv"]`` leaf
   ``(L 2 H d_kv, d)``: one product per input computes all of them;
-* each large float matrix takes the weight-leaf form that measured fastest for
-  the step's row count (``relayout_linear``): column blocks of ``W.T`` for one
-  row on the CPU, a oneDNN-blocked copy for several, the plain tensor on GPUs
-  and for small weights. int8 forms (``mt5fn.quantize``) are fused but keep
-  their form: ``torch._weight_int8pack_mm`` reads them as they are.
+* each large matrix takes the weight-leaf form that measures fastest on this
+  machine for the step's row count (``relayout_linear`` times the candidates:
+  the tensor, column blocks of ``W.T``, a oneDNN-blocked copy); the plain
+  tensor on GPUs and for small weights. int8 forms (``mt5fn.quantize``) are fused, then offered
+  the int8 x int8 form beside their own. Forms that cannot be stacked (packed
+  ones, in a tree laid out before) stay separate leaves.
 
 The forms are made by ``mt5fn.kernels`` (``relayout_linear``, ``fuse_outputs``),
 and the block functions read every form through ``kernels.linear``, so
@@ -27,7 +28,7 @@ converted model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -90,17 +91,24 @@ def lay_out(params: dict, rows: int | None, min_numel: int) -> dict:
         for block in decoder["blocks"]:
             attn, cross, mlp = block["self_attn"], block["cross_attn"], block["mlp"]
             new = dict(block)
-            qkv = FUSED_NAMES[("q", "k", "v")]
-            new["self_attn"] = {qkv: lay(fuse_outputs([attn["q"], attn["k"], attn["v"]])), "o": lay(attn["o"])}
+            new["self_attn"] = {**_fused(attn, ("q", "k", "v"), lay), "o": lay(attn["o"])}
             new["cross_attn"] = {"q": lay(cross["q"]), "k": cross["k"], "v": cross["v"], "o": lay(cross["o"])}
-            gate_up = FUSED_NAMES[("wi_0", "wi_1")]
-            inner = {"wi": lay(mlp["wi"])} if "wi" in mlp else {gate_up: lay(fuse_outputs([mlp["wi_0"], mlp["wi_1"]]))}
+            inner = {"wi": lay(mlp["wi"])} if "wi" in mlp else _fused(mlp, ("wi_0", "wi_1"), lay)
             new["mlp"] = {**inner, "wo": lay(mlp["wo"])}
             blocks.append(new)
     with torch.no_grad():
+        prepared_decoder = {**decoder, "blocks": blocks}
         # All blocks' cross K and V in one matrix: its row count is batch x source length, not ``rows``.
         cross_kv = fuse_outputs([w for b in decoder["blocks"] for w in (b["cross_attn"]["k"], b["cross_attn"]["v"])])
-        prepared_decoder = {**decoder, "blocks": blocks, "cross_kv": lay(cross_kv, None if rows is None
-                                                                             else max(rows, 2))}
+        if cross_kv is not None:  # (packed forms cannot be stacked: the cache then projects block by block)
+            prepared_decoder["cross_kv"] = lay(cross_kv, None if rows is None else max(rows, 2))
         head = params.get("lm_head", params["shared"])
         return {**params, "decoder": prepared_decoder, "lm_head": lay(head)}
+
+
+def _fused(p: dict, names: tuple[str, ...], lay: Callable[[Any], Any]) -> dict:
+    """``names``' projections as one laid-out fused leaf, or each laid out alone where they cannot be stacked."""
+    fused = fuse_outputs([p[name] for name in names])
+    if fused is None:
+        return {name: lay(p[name]) for name in names}
+    return {FUSED_NAMES[names]: lay(fused)}

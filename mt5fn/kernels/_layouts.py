@@ -119,12 +119,12 @@ def _transposed_blocks(weight: Tensor, block: int) -> list[Tensor]:
     return pieces
 
 
-def fuse_outputs(leaves: list[Any]) -> Any:
-    """Stack projections along their outputs: dense tensors, or int8 forms (weights and scales)."""
-    if all(linear_form(leaf) == "int8" for leaf in leaves):
-        return {INT8: torch.cat([leaf[INT8] for leaf in leaves]), SCALE: torch.cat([leaf[SCALE] for leaf in leaves])}
+def fuse_outputs(leaves: list[Any]) -> Any | None:
+    """Projections stacked along their outputs into one leaf: dense tensors, or int8 forms (weights and
+    scales). None for forms that cannot be stacked (packed or blocked ones): they stay separate leaves."""
     forms = {linear_form(leaf) for leaf in leaves}
-    if forms != {"dense"}:
-        raise ValueError(f"params: cannot fuse projections of forms {sorted(map(str, forms))}; prepare_decoding "
-                         "takes float or mt5fn.quantize trees")
-    return torch.cat([leaf.detach() for leaf in leaves])
+    if forms == {"int8"}:
+        return {INT8: torch.cat([leaf[INT8] for leaf in leaves]), SCALE: torch.cat([leaf[SCALE] for leaf in leaves])}
+    if forms == {"dense"} and len({leaf.dtype for leaf in leaves}) == 1:
+        return torch.cat([leaf.detach() for leaf in leaves])
+    return None
