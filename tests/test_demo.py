@@ -1,5 +1,5 @@
 """``mt5fn demo`` runs end to end (a short run: the 90% accuracy target of the full run is
-checked by hand, see the README): it prints the accuracy and greedy / beam outputs, saves a
+checked by hand, see docs/training.md): it prints the accuracy and greedy / beam outputs, saves a
 checkpoint transformers loads with the same logits, and writes the loss-curve PNG."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The EOS row of the head is scaled up so that sequences end at different
 steps and the per-row stop, the padding after EOS and the beam-search
 finished set are all exercised. Compared modulo transformers' fill: its beam
 search writes EOS (not pad) after a finished hypothesis, because its pad id 0
-reads as "no pad" there (see DESIGN.md); mt5fn pads.
+reads as "no pad" there (see docs/design.md); mt5fn pads.
 
 Sampling is compared too: transformers draws from torch's global generator,
 mt5fn from the generator passed in; seeded alike, they draw the same tokens.

@@ -1,4 +1,4 @@
-"""The package layout of DESIGN.md: rooms, one-way imports between them, and what the top level holds.
+"""The package layout of docs/design.md: rooms, one-way imports between them, and what the top level holds.
 
 Rooms sit in one order, lowest first; a module may import from its own room
 and from lower ones only (``cli -> demo -> training -> decoding -> model ->

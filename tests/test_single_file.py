@@ -199,7 +199,7 @@ def test_save_float8_and_its_loss(tmp_path):
         assert ((leaf - ref).abs() <= 2.0 ** -4 * ref.abs() + 1e-12)[normal].all(), path
     hidden, exact = ours(got, got_cfg), ours(params, cfg)
     relative = ((hidden - exact).norm() / exact.norm()).item()
-    assert relative < 0.05, relative  # the README states the measured error on a larger model
+    assert relative < 0.05, relative  # docs/encoder.md states the measured error on a larger model
 
 
 def test_bad_single_files_name_the_tensor(tmp_path):

@@ -17,7 +17,7 @@ projection as ``float8_e4m3fn`` with a per-tensor float32 ``scale_weight``
 ``= amax / 448`` (the largest e4m3 value), and keeps the embedding, the head,
 norms and position tables in their dtype, as ComfyUI's converters do. The
 loss is e4m3's rounding: 3 mantissa bits, a relative error of at most 2^-4
-per weight (about 2.6% RMS); see the README for its effect on encoder outputs.
+per weight (about 2.6% RMS); see docs/encoder.md for its effect on encoder outputs.
 """
 
 from __future__ import annotations

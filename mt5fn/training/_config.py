@@ -46,7 +46,7 @@ def flag(name: str) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run (see the README's training section for what each field does).
+    """One training run (see docs/training.md for what each field does).
 
     Required: ``data`` (files, ``datasets`` folders or globs), ``out``,
     ``steps``, ``batch_size`` (the global batch), and -- unless ``resume`` --

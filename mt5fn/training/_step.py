@@ -8,7 +8,7 @@ norm, and changes nothing (the update is ``apply_gradients``' job).
   (``torch.autograd.grad``), not ``torch.func.grad``: both give the same
   numbers bit for bit, but functorch's wrapper tensors keep about twice the
   activation memory alive (measured on the mt5-small shape at 4096 input
-  tokens, batch 1: see the README's performance section), so the lean one
+  tokens, batch 1: see docs/performance.md), so the lean one
   is the default. The step stays a pure function of its arguments.
 * Gradient accumulation is token-weighted: each micro-batch contributes
   ``loss(reduction="sum") / total_target_tokens``, so any split of a batch
