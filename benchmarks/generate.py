@@ -30,8 +30,8 @@ Engines (all in this process; ``--previous`` adds one in another):
 * ``mt5fn-held-worker`` -- ``mt5fn-held`` in a process of its own, driven
   like ``previous``: the like-for-like side of that comparison;
 * ``previous`` -- ``--previous PYTHON``: the mt5fn installed for that
-  interpreter (e.g. the last release in a second venv), plain params, driven
-  as a subprocess that times its own calls.
+  interpreter (e.g. the last release in a second venv), plain params (held
+  with ``--previous-held``), driven as a subprocess that times its own calls.
 
 Timing is interleaved: each run calls every engine once in turn, after one
 warm-up call each; the table shows medians. The floor is the weight-streaming
@@ -278,7 +278,7 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
         engines["mt5fn-held-worker"] = Worker(sys.executable, args.threads, held=True,
                                               pythonpath=os.path.dirname(os.path.dirname(mt5fn.__file__)))
     if args.previous:
-        engines["previous"] = Worker(args.previous, args.threads)
+        engines["previous"] = Worker(args.previous, args.threads, held=args.previous_held)
         print(f"previous: {args.previous} -> {engines['previous'].where}")
     return engines
 
@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma list of {', '.join(ENGINES)}")
     parser.add_argument("--previous", metavar="PYTHON", help="an interpreter with another mt5fn installed")
+    parser.add_argument("--previous-held", action="store_true",
+                        help="the previous release on a held prepare_decoding tree too (like mt5fn-held-worker)")
     parser.add_argument("--long", action="store_true", help="only the 4096-token input case")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
