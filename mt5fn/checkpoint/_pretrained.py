@@ -14,7 +14,10 @@ Encoder-only checkpoints (transformers' ``T5EncoderModel``,
 without reading the decoder's bytes. A single ``.safetensors`` (or ``.bin``)
 file, as diffusion tools ship text encoders, loads too (``_single_file``),
 with its config given or inferred from the shapes (``_infer``); float8
-weights are dequantized (``_fp8``).
+weights are dequantized (``_fp8``). A ``.gguf`` file (or a folder holding
+exactly one and no ``config.json``) is read as llama.cpp's converter writes
+T5 (``_gguf_load``), and a ``path`` ending in ``.gguf`` saves one
+(``_gguf_write``).
 
 safetensors is memory-mapped (no copy until a dtype or device change asks for
 one). ``.bin`` pickles are read only with ``torch.load(weights_only=True)``:
@@ -256,6 +259,17 @@ def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype |
     if quantize is not None and not isinstance(quantize, str):
         raise ValueError(f"quantize must be None or a scheme name like 'int8', got {quantize!r}")
     given = _given_config(config) if config is not None else None
+    gguf_file = _gguf_file(path)
+    if gguf_file is not None:  # llama.cpp's format: its own names, metadata and tensor types
+        from ._gguf_load import load_gguf
+
+        # quantize= re-quantizes float weights: Q8_0 leaves are dequantized (exactly, to float32) for it
+        load_dtype = dtype or (torch.float32 if quantize is not None else None)
+        cfg, params = load_gguf(gguf_file, load_dtype, device, encoder_only, given)
+        if quantize is not None:
+            quantizer = _quantizer(quantize, cfg)
+            params = unflatten_params({p: quantizer(p, t) for p, t in flatten_params(params).items()})
+        return cfg, params
     if os.path.isdir(path):
         cfg, weights, scale_of, encoder_only, config_file = _open_directory(path, given, encoder_only)
     else:
@@ -293,6 +307,19 @@ def load_pretrained(path_or_single_file: str | os.PathLike, dtype: torch.dtype |
     params = unflatten_params(params)
     cfg = cfg.replace(tie_word_embeddings=tied) if not encoder_only else cfg
     return cfg, params
+
+
+def _gguf_file(path: str) -> str | None:
+    """``path`` when it is a GGUF file; the one ``.gguf`` of a folder without ``config.json``; else None."""
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            return path if handle.read(4) == b"GGUF" or path.endswith(".gguf") else None
+    if os.path.isfile(os.path.join(path, CONFIG_NAME)):
+        return None
+    found = sorted(name for name in os.listdir(path) if name.endswith(".gguf"))
+    if len(found) > 1:
+        raise ValueError(f"{path}: holds several GGUF files {found}; pass the one to load")
+    return checked_path(path, found[0]) if found else None
 
 
 def _read(weights: Weights, scale_of: dict[str, str], plan: dict[str, str], dtype: torch.dtype | None,
@@ -478,7 +505,24 @@ def save_pretrained(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
     error or kill the previous contents of ``path`` are whole; a link at
     ``path`` is written through.
     """
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".gguf"):
+        save_gguf_file(params, cfg, os.fspath(path), dtype, tokenizer)
+        return
     save_checkpoint(params, cfg, path, max_shard_size, tokenizer=tokenizer, dtype=dtype)
+
+
+def save_gguf_file(params: dict, cfg: MT5Config, path: str, dtype: Any, tokenizer: Any = None) -> None:
+    """A ``.gguf`` file as llama.cpp's converter writes it; ``dtype``: a float dtype or ``"q8_0"``
+    (None: the tree's own float32 / float16 / bfloat16)."""
+    from ._gguf_write import dense_tree, save_gguf
+
+    params = dense_tree(params)  # Q8_0 leaves (a GGUF read as it is) back to float32, exactly
+    if isinstance(dtype, str) and dtype.lower() == "q8_0":
+        outtype = "q8_0"
+    else:
+        resolved = resolve_dtype(dtype) or _model_dtype(flatten_params(params))
+        outtype = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}.get(resolved, str(resolved))
+    save_gguf(params, cfg, path, outtype, tokenizer)
 
 
 __all__ = ["load_pretrained", "save_pretrained", "save_checkpoint", "resolve_dtype", "read_config", "hf_config_dict"]

@@ -60,7 +60,7 @@ def _weight(path: str, node: Any, shape: tuple[int, int], seen: _Dtypes, *, may_
     got = linear_shape(node, f"params: {path}")
     if got != shape:
         raise ValueError(f"params: {path} has (out, in) = {got} but the config needs {shape}")
-    if isinstance(node, dict) and "int8" in node and (
+    if isinstance(node, dict) and ("int8" in node or "q8_0" in node) and (
             node["scale"].requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(node["scale"])):
         raise TypeError(f"params: {path} is an int8 weight leaf: quantized weights are for inference and have "
                         "no gradient (differentiate the float parameters, or use LoRA adapters on them)")

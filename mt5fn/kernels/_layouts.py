@@ -23,6 +23,7 @@ from torch import Tensor
 from ._choice import choose, key, probe_rows, time_call
 from ._int8_dynamic import available as int8_dynamic_available
 from ._int8_dynamic import pack as pack_int8_dynamic
+from ._blocks_q8 import stack_q8_0
 from ._linear import COLUMNS, INT8, SCALE, linear, linear_form
 
 # Below this many elements a weight stays as it is: it sits in cache, a copy buys nothing,
@@ -120,9 +121,12 @@ def _transposed_blocks(weight: Tensor, block: int) -> list[Tensor]:
 
 
 def fuse_outputs(leaves: list[Any]) -> Any | None:
-    """Projections stacked along their outputs into one leaf: dense tensors, or int8 forms (weights and
-    scales). None for forms that cannot be stacked (packed or blocked ones): they stay separate leaves."""
+    """Projections stacked along their outputs into one leaf: dense tensors, or int8 or Q8_0 forms
+    (weights and scales; Q8_0's blocks are per row). None for forms that cannot be stacked (packed or
+    blocked ones): they stay separate leaves."""
     forms = {linear_form(leaf) for leaf in leaves}
+    if forms == {"q8_0"}:
+        return stack_q8_0(leaves)
     if forms == {"int8"}:
         return {INT8: torch.cat([leaf[INT8] for leaf in leaves]), SCALE: torch.cat([leaf[SCALE] for leaf in leaves])}
     if forms == {"dense"} and len({leaf.dtype for leaf in leaves}) == 1:

@@ -23,6 +23,9 @@ form                                        product
 ``"scale": Tensor (out,)}``                 (VNNI / AMX; ``_int8_dynamic``), the packed weight
                                             oneDNN-blocked: a decoding layout of the int8 form,
                                             where it measures faster (``_layouts``)
+``{"q8_0": Tensor (out, in) int8,``         GGUF's Q8_0: one scale per 32-value block of a row
+``"scale": Tensor (out, in / 32)}``         (``_blocks_q8``), dequantized one leaf at a time to
+                                            ``scale.dtype`` and ``F.linear``
 ==========================================  =======================================================
 
 Forms other than the plain tensor are inference layouts: they are made by
@@ -39,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._blocks_q8 import is_q8_0, q8_0_linear
 from ._int8_dynamic import int8_dynamic_linear, is_int8_dynamic
 
 COLUMNS = "columns"
@@ -76,6 +80,8 @@ def linear_form(w: Any) -> str | None:
         return "int8"
     if is_int8_dynamic(w):
         return "int8-dynamic"
+    if is_q8_0(w):
+        return "q8_0"
     return None
 
 
@@ -88,6 +94,8 @@ def linear_shape(w: Any, path: str = "weight") -> tuple[int, int]:
         return int(w[INT8].shape[0]), int(w[INT8].shape[1])
     if form == "int8-dynamic":
         return int(w["int8_packed"].shape[1]), int(w["int8_packed"].shape[0])
+    if form == "q8_0":
+        return int(w["q8_0"].shape[0]), int(w["q8_0"].shape[1])
     if form == "columns":
         blocks = w[COLUMNS]
         inputs = {int(block.shape[0]) for block in blocks}
@@ -98,7 +106,7 @@ def linear_shape(w: Any, path: str = "weight") -> tuple[int, int]:
         f"a dict with keys {sorted(map(str, w))}" if isinstance(w, dict) else f"a tensor of shape {tuple(w.shape)}")
     raise ValueError(f"{path}: not a weight-leaf form mt5fn knows (a floating (out, in) tensor, a oneDNN-packed "
                      f"tensor, {{'columns': [...]}}, {{'int8': int8 (out, in), 'scale': (out,)}} or "
-                     f"{{'int8_packed': ..., 'scale': ...}}); got {described}")
+                     f"{{'int8_packed': ..., 'scale': ...}} or {{'q8_0': int8 (out, in), 'scale': (out, in / 32)}}); got {described}")
 
 
 def linear_dtype(w: Any) -> torch.dtype:
@@ -158,5 +166,7 @@ def linear(x: Tensor, w: Any) -> Tensor:
             return _int8(x, w)
         if "int8_packed" in w:
             return int8_dynamic_linear(x, w)
+        if "q8_0" in w:
+            return q8_0_linear(x, w)
     linear_shape(w)  # raises the error that describes the leaf
     raise AssertionError("unreachable")

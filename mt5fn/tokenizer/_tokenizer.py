@@ -133,10 +133,13 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
         """From a folder (``tokenizer.json``, ``spiece.model`` or a ByT5 ``tokenizer_config.json``,
-        as ``AutoTokenizer`` picks them; extra ids from ``tokenizer_config.json``) or a ``.model`` file."""
+        as ``AutoTokenizer`` picks them; extra ids from ``tokenizer_config.json``), a ``.model`` file, or a
+        ``.gguf`` file (the SentencePiece vocabulary llama.cpp's converter stored in it)."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a directory or a spiece.model file, got {type(path).__name__}")
         path = os.fspath(path)
+        if os.path.isfile(path) and _is_gguf(path):
+            return cls._from_gguf(path)
         if os.path.isfile(path):
             return cls(_read_bytes(path), origin=path)
         if not os.path.isdir(path):
@@ -171,6 +174,15 @@ class Tokenizer:
         tokenizer = cls(_read_bytes(file), extra_ids=extra_ids, origin=file, vocab_size=vocab_size, specials=specials)
         tokenizer._clean_up = clean_up
         return tokenizer
+
+    @classmethod
+    def _from_gguf(cls, file: str) -> "Tokenizer":
+        """The vocabulary llama.cpp's converter stored in a ``.gguf`` file (see ``_gguf``)."""
+        from ._gguf import spiece_from_gguf
+        from ..checkpoint._gguf_read import open_reader
+
+        model, extra_ids = spiece_from_gguf(open_reader(file), file)
+        return cls(model, extra_ids=extra_ids, origin=file)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``tokenizer.json`` + ``tokenizer_config.json`` + ``special_tokens_map.json`` (and
@@ -329,6 +341,11 @@ class Tokenizer:
 
 def _dumps(value: Any) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _is_gguf(file: str) -> bool:
+    with open(file, "rb") as handle:
+        return handle.read(4) == b"GGUF"
 
 
 def _read_bytes(file: str) -> bytes:
