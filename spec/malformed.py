@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
+import json
 import math
 import os
 import shutil
@@ -819,3 +820,122 @@ def malformed_tokenizer_calls(draw) -> Call:
         handle.write(content)
     return Call("Tokenizer.from_pretrained", mt5fn.Tokenizer.from_pretrained, dict(path=folder),
                 (os.path.join(folder, broken),), f"{broken} holding {content!r}")
+
+
+# ------------------------------------------------------------------ files the library reads and writes (issue 21)
+# Four classes beyond single calls: adapter folders (closed world, one version, no pickle),
+# file outputs (never onto a non-regular file), text encodings (BOM, UTF-16 / UTF-32, NUL)
+# and work bounds (beam search past MT5FN_MAX_WORK). Each call breaks one thing and must be
+# refused with ValueError, TypeError or OSError naming the file, option or bound.
+_FILE_CFG = mt5fn.MT5Config(vocab_size=40, d_model=16, d_kv=4, d_ff=24, num_layers=1, num_heads=2,
+                            model_type="mt5", dropout_rate=0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _file_params() -> dict:
+    return mt5fn.init_params(_FILE_CFG, seed=0)
+
+
+def _adapter_folder(draw) -> tuple[str, str, tuple[str, ...]]:
+    """A saved adapter folder with one defect: (folder, defect, names the error must hold)."""
+    params = _file_params()
+    folder = os.path.join(_folder("mt5fn-fuzz-adapter-"), "adapter")
+    mt5fn.lora.save_adapter(mt5fn.lora.init(params, _FILE_CFG, rank=2, alpha=4, seed=0), _FILE_CFG, folder)
+    defect = draw(st.sampled_from(["link config out", "link weights out", "garbage bin", "deep config",
+                                   "utf-16 config"]))
+    if defect.startswith("link"):
+        name = "adapter_config.json" if "config" in defect else "adapter_model.safetensors"
+        outside = _folder("mt5fn-fuzz-outside-")
+        os.replace(os.path.join(folder, name), os.path.join(outside, name))
+        os.symlink(os.path.join(outside, name), os.path.join(folder, name))
+        return folder, defect, (name,)
+    if defect == "garbage bin":
+        os.remove(os.path.join(folder, "adapter_model.safetensors"))
+        with open(os.path.join(folder, "adapter_model.bin"), "wb") as handle:
+            handle.write(b"\x80\x04" + draw(st.binary(min_size=0, max_size=64)))
+        return folder, defect, ("adapter_model.bin",)
+    depth = draw(st.integers(100, 100_000))
+    data = (b"[" * depth + b"]" * depth if defect == "deep config"
+            else json.dumps({"peft_type": "LORA", "r": 2}).encode("utf-16"))
+    with open(os.path.join(folder, "adapter_config.json"), "wb") as handle:
+        handle.write(data)
+    return folder, defect, ("adapter_config.json",)
+
+
+@st.composite
+def malformed_file_calls(draw) -> Call:
+    """A read of an adapter folder, a write of a file output, a read of a data file, or a beam search,
+    each with one defect."""
+    kind = draw(st.sampled_from(["adapter", "output", "encoding", "work"]))
+    if kind == "adapter":
+        folder, defect, names = _adapter_folder(draw)
+        return Call("load_adapter", mt5fn.lora.load_adapter, dict(path=folder, params=_file_params(),
+                                                                  cfg=_FILE_CFG), names, defect)
+    if kind == "output":
+        from mt5fn.checkpoint import atomic_write_bytes
+
+        defect = draw(st.sampled_from(["fifo", "device", "directory", "link to a fifo"]))
+        root = _folder("mt5fn-fuzz-out-")
+        path = {"device": "/dev/null", "directory": root}.get(defect, os.path.join(root, "fifo"))
+        if defect in ("fifo", "link to a fifo"):
+            os.mkfifo(os.path.join(root, "fifo"))
+        if defect == "link to a fifo":
+            os.symlink("fifo", os.path.join(root, "link"))
+            path = os.path.join(root, "link")
+        return Call("atomic_write_bytes", atomic_write_bytes, dict(path=path, data=b"x"),
+                    (os.path.basename(path), "null", "directory"), defect)
+    if kind == "encoding":
+        from mt5fn.data import Fields, read_records
+
+        suffix = draw(st.sampled_from([".txt", ".tsv", ".jsonl", ".json"]))
+        defect = draw(st.sampled_from(["utf-16", "utf-32", "nul"]))
+        text = "\n".join(json.dumps({"text": line}) if "json" in suffix else line for line in CORPUS[:3]) + "\n"
+        data = (text.encode(defect) if defect != "nul"
+                else text.encode() + b"bad\x00line\n")
+        path = os.path.join(_folder("mt5fn-fuzz-text-"), "data" + suffix)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        names = ("UTF-16",) if defect == "utf-16" else ("UTF-32",) if defect == "utf-32" else ("NUL",)
+        return Call("read_records", read_records, dict(paths=[path], fields=Fields()), names, defect)
+    beams = draw(st.integers(100, 400))
+    tokens = draw(st.integers(100, 300))
+    limit = beams * tokens * (_FILE_CFG.vocab_size + tokens) - 1
+
+    def bounded_generate(**kwargs):
+        old = os.environ.get("MT5FN_MAX_WORK")
+        os.environ["MT5FN_MAX_WORK"] = str(limit)
+        try:
+            return mt5fn.generate(_file_params(), _FILE_CFG, torch.tensor([[5, 6, 1]]), **kwargs)
+        finally:
+            os.environ.pop("MT5FN_MAX_WORK") if old is None else os.environ.__setitem__("MT5FN_MAX_WORK", old)
+
+    return Call("generate", bounded_generate, dict(max_new_tokens=tokens, num_beams=beams),
+                ("MT5FN_MAX_WORK",), f"work just past the bound {limit}")
+
+
+@st.composite
+def well_formed_text_files(draw) -> Call:
+    """A data file in any reader's format, with or without a UTF-8 byte order mark: read whole."""
+    from mt5fn.data import Fields, read_records
+
+    suffix = draw(st.sampled_from([".txt", ".tsv", ".jsonl", ".json"]))
+    bom = draw(st.booleans())
+    lines = draw(st.lists(st.sampled_from(CORPUS[:5]), min_size=1, max_size=5))
+    if suffix == ".json":
+        text = json.dumps([{"text": line} for line in lines])
+    elif suffix == ".jsonl":
+        text = "".join(json.dumps({"text": line}) + "\n" for line in lines)
+    elif suffix == ".tsv":
+        text = "text\n" + "".join(line + "\n" for line in lines)
+    else:
+        text = "".join(line + "\n" for line in lines)
+    path = os.path.join(_folder("mt5fn-fuzz-text-"), "data" + suffix)
+    with open(path, "wb") as handle:
+        handle.write((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+
+    def read(**kwargs):
+        items = read_records(**kwargs).items
+        assert items == lines, (items, lines)  # the BOM is never part of the first record
+        return items
+
+    return Call("read_records", read, dict(paths=[path], fields=Fields()), (), f"bom={bom}")

@@ -28,17 +28,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from spec.malformed import (Call, malformed_configs, malformed_model_calls, malformed_state_dicts,
-                            malformed_tokenizer_calls, well_formed_calls, well_formed_tokenizer_calls)
+from spec.malformed import (Call, malformed_configs, malformed_file_calls, malformed_model_calls,
+                            malformed_state_dicts, malformed_tokenizer_calls, well_formed_calls,
+                            well_formed_text_files, well_formed_tokenizer_calls)
 
 EXAMPLES = settings().max_examples * 10
 
 
-def assert_refused_clearly(call: Call) -> None:
-    """Invariant 1 for one call."""
+def assert_refused_clearly(call: Call, errors: tuple[type, ...] = (ValueError, TypeError)) -> None:
+    """Invariant 1 for one call (``errors``: the classes a refusal may take)."""
     try:
         result = call.run()
-    except (ValueError, TypeError) as error:
+    except errors as error:
         message = str(error)
         assert any(name in message for name in call.names), (
             f"{call!r} raised {type(error).__name__} without naming any of {call.names}: {message}")
@@ -101,4 +102,21 @@ def test_well_formed_calls_never_raise(call):
 @given(well_formed_tokenizer_calls())
 def test_well_formed_tokenizer_calls_never_raise(call):
     """Encoding any text without lone surrogates, with consistent options, and decoding valid ids returns."""
+    call.run()
+
+
+@settings(max_examples=EXAMPLES // 4, deadline=None)
+@given(malformed_file_calls())
+def test_malformed_files_outputs_encodings_and_work_are_refused_clearly(call):
+    """Issue 21's classes: an adapter folder that links out of itself or holds a garbage pickle or deep /
+    UTF-16 JSON; a file output onto a FIFO, a device or a directory (through a link too); a data file in
+    UTF-16, UTF-32 or with a NUL byte; a beam search past MT5FN_MAX_WORK: ValueError, TypeError or OSError
+    naming the file, output or bound."""
+    assert_refused_clearly(call, (ValueError, TypeError, OSError))
+
+
+@settings(max_examples=EXAMPLES // 4, deadline=None)
+@given(well_formed_text_files())
+def test_text_files_with_or_without_a_bom_read_the_same(call):
+    """Every reader strips a UTF-8 byte order mark: the records are the lines, in order."""
     call.run()

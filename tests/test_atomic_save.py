@@ -203,6 +203,7 @@ def test_leftovers_of_dead_writers_are_removed_by_the_next_save(tmp_path):
     for name in (".ckpt.tmp-123-abc", ".ckpt.old-123-deadbeef", ".ckpt.new-99-cafe"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"x" * 100)
+        (tmp_path / name / mt5fn.checkpoint._atomic.MARKER).write_bytes(b"")  # made by this library
     (tmp_path / ".other.tmp-1").mkdir()  # another directory's: not ours to delete
     mt5fn.save_pretrained(NEW, CFG, target)
     assert sorted(os.listdir(tmp_path)) == [".other.tmp-1", "ckpt"]

@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import mt5fn
 import spm
@@ -54,11 +55,41 @@ def ws(tmp_path_factory):
     config = json.loads((model / "config.json").read_text())
     (bad_field / "config.json").write_text(json.dumps({**config, "d_model": 0}))
     (root / "garbage.safetensors").write_bytes(b"\x00" * 64)
+    # issue 21: deeply nested JSON, a garbage adapter, NaN weights, text in other encodings
+    deep = root / "deep"
+    deep.mkdir()
+    for name in os.listdir(model):
+        (deep / name).write_bytes((model / name).read_bytes())
+    (deep / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    adapter = root / "bad_adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                                              "target_modules": ["q", "v"]}))
+    (adapter / "adapter_model.bin").write_bytes(b"\x80\x04\x95garbage, not a pickle of tensors")
+    nan = root / "nan"
+    mt5fn.save_pretrained(mt5fn.tree_map(lambda t: torch.full_like(t, float("nan")), mt5fn.init_params(cfg, seed=1))
+                          if hasattr(mt5fn, "tree_map") else _nan_params(cfg), cfg, nan, tokenizer=tokenizer)
+    (root / "utf16.txt").write_bytes("one two three\nfour five six\n".encode("utf-16"))
+    (root / "nul.txt").write_bytes(b"one two\nthree\x00four\n")
     paths = dict(root=str(root), model=str(model), binary=str(binary), bad_field=str(bad_field),
                  blocker=str(root / "file.txt"), under=str(root / "file.txt" / "sub"), pairs=data["pairs"],
                  text=data["text"], missing=str(root / "does-not-exist"), garbage=str(root / "garbage.safetensors"),
-                 new=str(root / "new-output"))
+                 new=str(root / "new-output"), deep=str(deep), bad_adapter=str(adapter), nan=str(nan),
+                 utf16=str(root / "utf16.txt"), nul=str(root / "nul.txt"), datadir=os.path.dirname(data["pairs"]))
     return paths
+
+
+def _nan_params(cfg):
+    params = mt5fn.init_params(cfg, seed=1)
+
+    def fill(node):
+        if isinstance(node, dict):
+            return {key: fill(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [fill(value) for value in node]
+        return torch.full_like(node, float("nan"))
+
+    return fill(params)
 
 
 def snapshot(root: str) -> dict[str, str]:
@@ -149,6 +180,31 @@ ROWS = [
     ("evaluate", "--model {model} --data {pairs} --device cuda:7", None, "--device"),
     ("evaluate", "--model {model} --data {pairs} --out {under}", None, "--out"),
     ("evaluate", "--model {model} --data {pairs} --predictions {under}", None, "--predictions"),
+    # issue 21: bad files the library reads, unbounded sizes, outputs onto inputs
+    ("generate", "--model {deep} hi", None, "config.json"),
+    ("info", "{deep}", None, "config.json"),
+    ("convert", "{deep} {new}", None, "config.json"),
+    ("generate", "--model {model} --adapter {bad_adapter} hi", None, "adapter_model.bin"),
+    ("generate", "--model {nan} --sample hi", None, "nan"),
+    ("generate", "--model {model}/config.json hi", None, "give the checkpoint or tokenizer folder"),
+    ("generate", "--model {model} --num-beams 20000 --max-new-tokens 2000 hi", None, "MT5FN_MAX_WORK"),
+    ("train", "--data {utf16} --out {new} --config {model}/config.json --tokenizer {model} --steps 1 "
+     "--batch-size 2", None, "UTF-16"),
+    ("train", "--data {nul} --out {new} --config {model}/config.json --tokenizer {model} --steps 1 "
+     "--batch-size 2", None, "nul.txt:2"),
+    ("train", "--data {pairs} --out {new} --config {model}/config.json --tokenizer {model} --steps 1 "
+     "--batch-size 2 --mode supervised --max-input-length 1000000000", None, "--max-input-length"),
+    ("train", "--data {pairs} --out {new} --from-checkpoint {model} --steps 1 --batch-size 2 --mode supervised "
+     "--lora 1000000000", None, "--lora"),
+    ("train", "--data {text} --out {new} --config {model}/config.json --tokenizer {model} --steps 1 "
+     "--batch-size 2 --streaming --shuffle-buffer 1000000000000000", None, "--shuffle-buffer"),
+    ("train", "--data {datadir}/* --out {datadir}/run --config {model}/config.json --tokenizer {model} --steps 1 "
+     "--batch-size 2", None, "--out"),
+    ("evaluate", "--model {model} --data {pairs} --predictions {missing}/p.txt", None, "--predictions"),
+    ("evaluate", "--model {model} --data {pairs} --out {pairs}", None, "--out"),
+    # kernels
+    ("kernels", "--model {missing}", None, "does-not-exist"),
+    ("kernels", "--model {deep}", None, "config.json"),
     # demo: every row must fail before any training starts
     ("demo", "--out {under}", None, "--out"),
     ("demo", "--out {blocker}", None, "--out"),
@@ -162,6 +218,8 @@ ENCODE_ROWS = [
     ("encode", "--model {model} --out {root} hi", None, "--out"),
     ("encode", "--model {model} --out {new}.safetensors --device cuda:7 hi", None, "--device"),
     ("encode", "--model {model} --out {new}.safetensors", b"\xff\xfe\x00\x81 binary\n", "stdin"),
+    ("encode", "--model {model} --out {model}/model.safetensors hi", None, "--out"),
+    ("encode", "--model {model} --out {new}.safetensors --max-length 1000000000 hi", None, "--max-length"),
 ]
 
 

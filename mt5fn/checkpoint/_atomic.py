@@ -25,6 +25,27 @@ killed at, ``D`` is afterwards the old or the new version, whole.
 
 A target that is a symbolic link is written *through*: the directory it points
 to is replaced and the link is left as it is.
+
+The *output rule*, the same for every path the library writes, file or folder
+(``check_output_target`` is its one home; the command line adds "not one of
+the run's own inputs", ``cli/_checks.py``):
+
+* never onto a device, FIFO, socket or other non-regular file (a file output)
+  or onto anything but a directory (a folder output);
+* through symbolic links, for files as for folders;
+* new files get ``0666 & ~umask``, new folders ``0777 & ~umask``; a file or
+  folder that exists keeps its own mode (a ``0700`` checkpoint stays ``0700``);
+* only leftovers this library provably made are cleaned: every temporary
+  folder holds the marker file ``MARKER`` from its creation on, and a
+  ``.D.tmp-*`` / ``.D.new-*`` / ``.D.old-*`` without it is the user's and is
+  never touched, whatever its name;
+* recovery never resurrects a stale copy: ``D`` missing is brought back only
+  from a complete new version (a save killed between its two renames), never
+  from an ``.old`` copy alone;
+* a folder with a mount point inside is refused (the old version is deleted
+  after the swap, and deleting a mount point's content is not ours to do);
+* a save into the process's working directory leaves the working directory on
+  the new version, not on the deleted old one.
 """
 
 from __future__ import annotations
@@ -36,6 +57,7 @@ import fcntl
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import uuid
@@ -74,11 +96,95 @@ def fsync_tree(root: str) -> None:
         _fsync_path(dirpath, directory=True)
 
 
+# Inside every temporary folder of a directory save, from its creation on: the proof that a
+# ``.D.tmp-*`` / ``.D.new-*`` / ``.D.old-*`` folder is this library's and may be finished or deleted.
+MARKER = ".mt5fn-save-in-progress"
+
+
+def check_output_target(path: str | os.PathLike, kind: str = "file", flag: str = "path") -> str:
+    """The resolved place a write to ``path`` replaces (symbolic links followed), after checking the
+    output rule (module docstring): an existing file output is a regular file, an existing folder output
+    a directory with no mount point inside. ``OSError`` naming ``flag`` and the path otherwise."""
+    shown = os.fspath(path)
+    target = os.path.realpath(os.path.abspath(shown))
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        return target
+    except OSError as error:
+        raise OSError(f"{flag}: {shown}: cannot be inspected ({error.strerror or error})") from None
+    if kind == "file":
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(f"{flag}: {shown} is a directory; give a file name")
+        if not stat.S_ISREG(info.st_mode):
+            what = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
+                    or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
+                    else "not a regular file")
+            raise OSError(f"{flag}: {shown} is {what} ({target}); outputs are written only to regular files")
+    else:
+        if not stat.S_ISDIR(info.st_mode):
+            raise NotADirectoryError(f"{flag}: {shown} exists and is not a directory")
+        for folder, dirs, _files in os.walk(target):
+            for name in dirs:
+                inner = os.path.join(folder, name)
+                if not os.path.islink(inner) and os.path.ismount(inner):
+                    raise OSError(f"{flag}: {shown} holds the mount point {inner}; a save replaces the whole "
+                                  "folder and deletes the old one, so it refuses to (unmount it or save elsewhere)")
+    return target
+
+
+# Names a run writes inside an output folder; an input glob that would match one of them there would
+# make the run read its own output.
+_WRITTEN_NAMES = ("config.json", "model.safetensors", "metrics.jsonl", "eval.json", "latest", "best",
+                  "trainer_state.json", "predictions.txt", "out.txt", "out.tsv", "out.jsonl", "out.json")
+
+
+def check_not_an_input(flag: str, path: str | os.PathLike, kind: str, inputs: dict[str, list[str]]) -> None:
+    """An output is never one of the run's own inputs: not the same file, not inside an input folder,
+    not a folder holding an input (a folder save replaces it whole), and not a path an input glob
+    matches (``inputs``: flag -> the paths or globs it was given). ``ValueError`` naming both."""
+    import fnmatch
+    import glob
+
+    out = os.path.realpath(os.path.abspath(os.fspath(path)))
+
+    def inside(a: str, b: str) -> bool:
+        return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+
+    for source, given in inputs.items():
+        for entry in given:
+            if not isinstance(entry, (str, os.PathLike)) or not os.fspath(entry):
+                continue
+            entry = os.fspath(entry)
+            if glob.has_magic(entry):
+                pattern = os.path.abspath(entry)
+                probes = [out] + [os.path.join(out, name) for name in _WRITTEN_NAMES]
+                if kind == "dir" and any(fnmatch.fnmatch(probe, pattern) for probe in probes) \
+                        or kind == "file" and fnmatch.fnmatch(out, pattern):
+                    raise ValueError(f"{flag}: {os.fspath(path)} is matched by {source} {entry!r}: the run would "
+                                     "read its own output; write it elsewhere")
+                continue
+            if not os.path.lexists(entry):
+                continue
+            real = os.path.realpath(entry)
+            if inside(out, real) or (kind == "dir" and inside(real, out)):
+                what = "is" if out == real else "is inside" if inside(out, real) else "holds"
+                raise ValueError(f"{flag}: {os.fspath(path)} {what} the input {source} {entry!r}; an output is "
+                                 "never written onto or into one of the run's own inputs")
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace``."""
-    path = os.path.abspath(os.fspath(path))
+    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace``, following the
+    output rule (module docstring): a symbolic link is written through, a device or FIFO refused, a new
+    file gets the umask's mode and an existing one keeps its own."""
+    path = check_output_target(path, "file")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
     try:
+        os.fchmod(fd, mode)  # mkstemp's 0600 would make every output private
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -186,8 +292,10 @@ def _leftovers(target: str) -> list[tuple[str, str, str]]:
     out = []
     for entry in entries:
         match = pattern.match(entry)
-        if match and os.path.isdir(os.path.join(parent, entry)) and not os.path.islink(os.path.join(parent, entry)):
-            out.append((match.group(1), match.group(2), os.path.join(parent, entry)))
+        full = os.path.join(parent, entry)
+        # The marker, not the name, proves the folder ours: a user's ``.D.old-backup`` is never touched.
+        if match and os.path.isdir(full) and not os.path.islink(full) and os.path.isfile(os.path.join(full, MARKER)):
+            out.append((match.group(1), match.group(2), full))
     return out
 
 
@@ -197,14 +305,16 @@ def _recover_locked(target: str) -> None:
     if not os.path.lexists(target):
         news = {token: path for kind, token, path in found if kind == "new"}
         olds = {token: path for kind, token, path in found if kind == "old"}
-        # A new version whose old twin exists is the one a killed swap was moving in.
+        # A new version whose old twin exists is the one a killed swap was moving in; a new version
+        # alone is a first save killed before its last rename. An old copy alone is stale (the user
+        # deleted D, or its save failed cleanly): it is never brought back.
         pick = next((news[t] for t in news if t in olds), None)
         if pick is None and news:
             pick = max(news.values(), key=os.path.getmtime)
-        if pick is None and olds:
-            pick = max(olds.values(), key=os.path.getmtime)
         if pick is not None:
             os.rename(pick, target)
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(target, MARKER))
             _fsync_path(os.path.dirname(target), directory=True)
             found = [entry for entry in found if entry[2] != pick]
     for _kind, _token, path in found:
@@ -223,7 +333,7 @@ def recover_directory(path: str | os.PathLike) -> None:
     ``load_pretrained``; every save does the same (and also deletes leftovers).
     """
     target = resolve_target(path)
-    if os.path.lexists(target) or not _leftovers(target):
+    if os.path.lexists(target) or not any(kind == "new" for kind, _, _ in _leftovers(target)):
         return
     with _locked(target):
         _recover_locked(target)
@@ -246,7 +356,7 @@ def _carry_over(old: str, new: str, keep: Callable[[str], bool]) -> None:
     temporary = re.compile(r"^\..+\.(tmp|new|old)-.+$|^\..+\.lock$")  # a killed atomic_write's leftovers
     for name in os.listdir(old):
         src, dst = os.path.join(old, name), os.path.join(new, name)
-        if not keep(name) or os.path.lexists(dst) or temporary.match(name):
+        if not keep(name) or os.path.lexists(dst) or temporary.match(name) or name == MARKER:
             continue
         if os.path.isdir(src) and not os.path.islink(src):
             shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
@@ -263,6 +373,8 @@ def _commit(target: str, tmp: str) -> None:
     os.rename(tmp, new)
     _fsync_path(parent, directory=True)
     _step("marked")
+    if os.path.isdir(target):  # the old version will sit under a hidden name: mark it ours first
+        _mark(target)
     if not os.path.lexists(target):
         try:
             os.rename(new, target)
@@ -282,6 +394,8 @@ def _commit(target: str, tmp: str) -> None:
         try:
             os.rename(target, old)
         except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(target, MARKER))
             shutil.rmtree(new, ignore_errors=True)
             raise
         _step("moved-aside")
@@ -292,9 +406,18 @@ def _commit(target: str, tmp: str) -> None:
             shutil.rmtree(new, ignore_errors=True)
             raise
         _step("moved-in")
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(target, MARKER))  # the new version is the user's folder now
     _fsync_path(parent, directory=True)
     shutil.rmtree(old, ignore_errors=True)
     _step("done")
+
+
+def _mark(folder: str) -> None:
+    """Put ``MARKER`` in ``folder``: from now on it is provably this library's leftover if left behind."""
+    with contextlib.suppress(OSError):
+        with open(os.path.join(folder, MARKER), "wb"):
+            pass
 
 
 def _swapped(new: str, target: str) -> bool:
@@ -302,8 +425,17 @@ def _swapped(new: str, target: str) -> bool:
     try:
         return _exchange(new, target)
     except BaseException:
+        with contextlib.suppress(OSError):  # the old version stays the user's folder: unmark it
+            os.unlink(os.path.join(target, MARKER))
         shutil.rmtree(new, ignore_errors=True)
         raise
+
+
+def _is_cwd(target: str) -> bool:
+    try:
+        return os.path.samefile(os.getcwd(), target)
+    except OSError:
+        return False
 
 
 def _umask() -> int:
@@ -324,9 +456,7 @@ def atomic_directory(path: str | os.PathLike, keep: Callable[[str], bool] | None
     new version (see the module docstring); a symbolic link at ``path`` is
     written through.
     """
-    target = resolve_target(path)
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise NotADirectoryError(f"path: {os.fspath(path)!r} exists and is not a directory")
+    target = check_output_target(path, "dir")
     parent = os.path.dirname(target)
     created: list[str] = []
     probe = parent
@@ -341,7 +471,14 @@ def atomic_directory(path: str | os.PathLike, keep: Callable[[str], bool] | None
             _step("recovered")
             tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-", dir=parent)
             try:
-                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the checkpoint private
+                with open(os.path.join(tmp, MARKER), "wb"):  # proves the folder ours until the swap is done
+                    pass
+                try:  # an existing folder keeps its own mode; a new one follows the umask (not mkdtemp's 0700)
+                    mode = stat.S_IMODE(os.stat(target).st_mode)
+                except FileNotFoundError:
+                    mode = 0o777 & ~_umask()
+                os.chmod(tmp, mode)
+                in_cwd = _is_cwd(target)
                 yield tmp
                 _step("written")
                 if keep is not None and os.path.isdir(target):
@@ -352,6 +489,8 @@ def atomic_directory(path: str | os.PathLike, keep: Callable[[str], bool] | None
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             _commit(target, tmp)
+            if in_cwd:  # the old folder the cwd pointed at is deleted: move onto the new version
+                os.chdir(target)
     except BaseException:
         for directory in created:  # innermost first; only if still empty
             with contextlib.suppress(OSError):

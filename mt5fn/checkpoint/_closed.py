@@ -8,11 +8,23 @@ link is refused when loading (the error names the link and where it points)
 and its content is never copied by ``convert`` or a save. This keeps a
 downloaded or shared checkpoint from pulling in, say, ``~/.ssh/id_rsa`` as
 its ``tokenizer.json``.
+
+The rule is the same for every folder the library reads -- checkpoints,
+tokenizers, PEFT adapters, and the folder of a single file -- and has a second
+half, ``one_version``: a read of several files of one folder sees one version
+of it. A save replaces the folder in one rename (``_atomic``); a reader that
+sees the folder replaced between its first and last file starts again.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+# Readings of a folder in a row that concurrent saves may interrupt before a reader gives up.
+ATTEMPTS = 5
 
 
 def allowed_roots(directory: str) -> list[str]:
@@ -68,3 +80,33 @@ def is_inside(directory: str, name: str) -> bool:
     except ValueError:
         return False
     return os.path.lexists(os.path.join(directory, name))
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def one_version(folder: str, read: Callable[[], T]) -> T:
+    """``read()`` of several files of ``folder``, repeated until no save replaced ``folder`` meanwhile.
+
+    Each save swaps in a new directory (a new inode), so an unchanged inode before and after means every
+    file read came from one version. An error raised while the folder was being replaced is retried too
+    (the old version may have been deleted under the reader). After ``ATTEMPTS`` interrupted readings
+    in a row, an ``OSError`` says so.
+    """
+    for attempt in range(ATTEMPTS):
+        before = _identity(folder)
+        try:
+            value = read()
+        except (OSError, ValueError):
+            if attempt < ATTEMPTS - 1 and _identity(folder) != before:
+                continue
+            raise
+        if _identity(folder) == before:
+            return value
+    raise OSError(f"{folder}: another save replaced the folder during each of {ATTEMPTS} readings in a row; "
+                  "read it when the writers pause")

@@ -134,7 +134,23 @@ def load_bin(file: str) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
                                               for k, v in state.items()):
         raise ValueError(f"{file}: expected a dict of tensor names to tensors, got {type(state).__name__}")
-    return state
+    return own_storage(state)
+
+
+def own_storage(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with every tensor that shares storage with an earlier one copied apart, as transformers
+    does: a pickle may store ``lm_head`` as a view of ``shared``, and an aliased leaf would make an
+    in-place update or a gradient step on one weight change the other."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and pointer in seen:
+            tensor = tensor.clone()
+        elif tensor.numel():
+            seen.add(pointer)
+        out[name] = tensor
+    return out
 
 
 class Weights:

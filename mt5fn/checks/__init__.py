@@ -16,7 +16,7 @@ kernel error from deep inside. The property is stated and fuzzed in
 """
 
 from . import _preflight as preflight
-from ._json import read_json
+from ._json import MAX_DEPTH, check_depth, read_json, text_encoding, utf8_body
 from ..kernels import is_plain_eager
 from ._tensors import (ID_DTYPES, IGNORE_INDEX, check_cache_tensors, check_generator, check_hidden, check_ids,
                        check_mask, check_same_batch)
@@ -29,4 +29,5 @@ __all__ = ["ID_DTYPES", "IGNORE_INDEX", "MAX_SEED", "PARAM_DTYPES", "SCALE_RANGE
            "check_cache_tensors", "check_device", "check_dropout", "check_generator", "check_hidden", "check_ids",
            "check_int", "check_length_penalty", "check_mask", "check_optional_int", "check_params", "check_real",
            "check_rows", "check_same_batch", "check_scale", "check_seed", "is_int", "is_plain_eager", "is_real",
-           "params_device", "params_dtype", "preflight", "read_json", "short_repr"]
+           "params_device", "params_dtype", "preflight", "read_json", "short_repr", "check_depth", "text_encoding",
+           "utf8_body", "MAX_DEPTH"]

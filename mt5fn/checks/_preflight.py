@@ -24,6 +24,25 @@ activations autograd keeps), not an exact peak: it refuses calls that cannot
 succeed, it does not promise that an accepted one fits beside everything else
 in memory. While ``torch.compile`` traces, the check is skipped (it ran, or
 would run, on the same shapes eagerly).
+
+Time is bounded as well as memory. Beam search's work grows as beams x tokens
+x vocabulary: ``num_beams=20000`` with 200 new tokens fits in memory and runs
+for minutes. ``check_work`` estimates the work of a beam search,
+
+    W = batch x num_beams x max_new_tokens x (vocab_size + max_new_tokens)
+
+(each step scores every beam's whole vocabulary and copies every beam's
+sequence, whose width grows to ``max_new_tokens``), and refuses a call whose
+W exceeds ``MT5FN_MAX_WORK`` (an integer; ``0`` turns the bound off), by
+default ``DEFAULT_MAX_WORK = 10**10``. How the default was chosen: on the
+machine mt5fn is developed on (2 cores of an Intel Xeon Processor, torch on 2
+threads) a beam search runs about 1.2e7 units of W a second (measured:
+2000 beams x 20 tokens and 20000 beams x 10 tokens on a 300-token vocabulary,
+7e-8 to 9e-8 s per unit), so 10**10 is about 10 to 15 minutes there -- past
+that a call is more likely a typo than a job. It admits mT5's 250k vocabulary
+with 4 beams x 200 tokens for 32 inputs at once (6.4e9) and refuses 20000
+beams on it; raise the bound on a fast accelerator (``MT5FN_MAX_WORK=0``
+removes it).
 """
 
 from __future__ import annotations
@@ -38,6 +57,8 @@ import torch
 from ..kernels import chunk_bytes
 
 ENV_VAR = "MT5FN_MAX_BUFFER_BYTES"
+WORK_ENV_VAR = "MT5FN_MAX_WORK"
+DEFAULT_MAX_WORK = 10**10
 
 Buffer = tuple[str, tuple[int, ...], int]  # (what, shape, bytes per element)
 
@@ -249,6 +270,33 @@ def check_generate(params: dict, cfg, input_ids: torch.Tensor, attention_mask, *
     cause = (f"input_ids of shape {tuple(input_ids.shape)} with max_new_tokens={max_new_tokens}, "
              f"num_beams={num_beams}, num_return_sequences={num_return_sequences}")
     check_buffers("generate", cause, buffers, _device(params))
+    if beam_search:
+        check_work("generate", cause, batch * num_beams * max_new_tokens * (cfg.vocab_size + max_new_tokens))
+
+
+def work_limit() -> int | None:
+    """``MT5FN_MAX_WORK`` when set (``0``: no bound), else ``DEFAULT_MAX_WORK`` (module docstring)."""
+    text = os.environ.get(WORK_ENV_VAR)
+    if text is None or not text.strip():
+        return DEFAULT_MAX_WORK
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{WORK_ENV_VAR}={text!r} must be a non-negative integer (0: no bound)") from None
+    if value < 0:
+        raise ValueError(f"{WORK_ENV_VAR}={text!r} must be a non-negative integer (0: no bound)")
+    return value or None
+
+
+def check_work(call: str, cause: str, work: int) -> None:
+    """Refuse ``work`` (in the units of the module docstring) past ``work_limit()``."""
+    if torch.compiler.is_compiling():
+        return
+    limit = work_limit()
+    if limit is not None and work > limit:
+        raise ValueError(f"{call}: {cause} is about {work:.3g} units of work (beams x tokens x (vocabulary + "
+                         f"tokens)), more than the bound {limit:.3g} ({WORK_ENV_VAR}; about 1.2e7 units a second on "
+                         "a 2-core CPU); lower num_beams or max_new_tokens, or raise the bound")
 
 
 def check_init(cfg, dtype: torch.dtype, device) -> None:

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, MemoryError) as error:
         # The one-line fallback for a bad input a subcommand did not catch itself: never a traceback.
         return fail(args.command, error)
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 -- RecursionError, UnpicklingError, a pyo3 PanicException
+        # (a BaseException) from `tokenizers` / `safetensors`, a torch RuntimeError: still one line, named.
+        return fail(args.command, f"{type(error).__name__}: {error}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ at once, before any model is loaded or any file written:
   ``OverflowError`` late in the run);
 * every output path (``--out``, ``--profile``, ``--predictions``, ``DST``) can
   exist: no part of it is an existing file (else a ``NotADirectoryError`` after
-  minutes of work), and a directory output is not an existing file.
+  minutes of work), a directory output is not an existing file, a file output
+  is not a device, FIFO or directory and its folder exists (the library's
+  output rule, ``checkpoint._atomic.check_output_target``);
+* no output is one of the run's own inputs (``INPUTS``): ``encode --out
+  M/model.safetensors`` with ``--model M``, ``--out`` inside an input folder or
+  matched by the ``--data`` glob (``checkpoint._atomic.check_not_an_input``).
 
 ``one_line`` turns any error message into the single stderr line a command
 prints (``mt5fn CMD: error: ...``); ``OneLineParser`` makes argparse's own
@@ -69,6 +74,32 @@ def check_output_path(flag: str, path: Any, kind: str) -> None:
             break
     if parent and not os.path.isdir(parent):
         raise NotADirectoryError(f"{flag}: {path} is under {parent}, which is a file, not a directory")
+    if kind == "file" and not os.path.isdir(os.path.dirname(path)):
+        raise FileNotFoundError(f"{flag}: the folder {os.path.dirname(path)} of {path} does not exist")
+    from ..checkpoint import check_output_target
+
+    check_output_target(path, kind, flag)
+
+
+# Input options per subcommand (attributes): an output may be none of them.
+INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "train": (("data", "--data"), ("eval_data", "--eval-data"), ("tokenizer", "--tokenizer"), ("config", "--config"),
+              ("from_checkpoint", "--from-checkpoint")),
+    "convert": (("src", "SRC"), ("config", "--config"), ("tokenizer", "--tokenizer")),
+    "generate": (("model", "--model"), ("adapter", "--adapter"), ("tokenizer", "--tokenizer")),
+    "evaluate": (("model", "--model"), ("adapter", "--adapter"), ("tokenizer", "--tokenizer"), ("data", "--data")),
+    "encode": (("model", "--model"), ("tokenizer", "--tokenizer"), ("config", "--config")),
+}
+
+
+def run_inputs(command: str, args: argparse.Namespace) -> dict[str, list[str]]:
+    """flag -> the paths (or globs) ``command`` reads, from its parsed ``args``."""
+    out: dict[str, list[str]] = {}
+    for attribute, flag in INPUTS.get(command, ()):
+        value = getattr(args, attribute, None)
+        values = value if isinstance(value, list) else [value]
+        out[flag] = [v for v in values if isinstance(v, (str, os.PathLike))]
+    return out
 
 
 # Options a subcommand checks itself, in its config's terms: ``train`` all three (TrainConfig, exit
@@ -91,6 +122,13 @@ def check_common(command: str, args: argparse.Namespace) -> None:
     if "outputs" not in own:
         for attribute, flag, kind in OUTPUTS.get(command, ()):
             check_output_path(flag, getattr(args, attribute, None), kind)
+    from ..checkpoint import check_not_an_input
+
+    inputs = run_inputs(command, args)
+    for attribute, flag, kind in OUTPUTS.get(command, ()):
+        path = getattr(args, attribute, None)
+        if isinstance(path, (str, os.PathLike)):
+            check_not_an_input(flag, path, kind, inputs)
 
 
 def fail(command: str, error: BaseException | str) -> int:
@@ -123,6 +161,10 @@ def stdin_lines() -> list[str]:
             line = data.count("\n", 0, error.start) + 1
             raise ValueError(f"stdin: not UTF-8 text (undecodable byte at character {error.start}, line "
                              f"{line}); pass texts that are UTF-8") from None
+    data = data.removeprefix("\ufeff")  # a byte order mark is not text
+    if "\x00" in data:
+        line = data.count("\n", 0, data.index("\x00")) + 1
+        raise ValueError(f"stdin: a NUL byte on line {line} (binary data, or UTF-16 / UTF-32 text); pass UTF-8 text")
     if not data:
         return []
     lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # universal newlines, as text mode

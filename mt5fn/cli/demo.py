@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._checks import one_line as _one_line
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="main job: train a small multilingual mT5 from scratch (CPU, minutes)",
@@ -25,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
         run_demo(steps=STEPS if args.steps is None else args.steps, seed=args.seed, out=args.out,
                  echo=lambda message: print(message, flush=True))
     except (RuntimeError, ValueError, TrainError) as error:
-        print(f"mt5fn demo: error: {error}", file=sys.stderr)
+        print(f"mt5fn demo: error: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,8 @@ import os
 import sys
 import warnings
 
+from ._checks import one_line as _one_line
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("encode", help="embed texts with a T5 encoder (safetensors output)",
@@ -59,7 +61,7 @@ def _check_out(out: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     def fail(message: object) -> int:
-        print(f"mt5fn encode: error: {message}", file=sys.stderr)
+        print(f"mt5fn encode: error: {_one_line(message)}", file=sys.stderr)
         return 1
 
     try:
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(args.model):
             raise FileNotFoundError(f"--model: no such checkpoint directory or weights file {args.model!r}")
         tokenizer_dir = args.tokenizer or args.model
-        if not os.path.isdir(tokenizer_dir):
+        if not os.path.isdir(tokenizer_dir) and not tokenizer_dir.endswith(".gguf"):  # GGUF holds its vocabulary
             raise ValueError(f"--model {args.model!r} is a single weights file; pass --tokenizer DIR (a folder "
                              "with tokenizer.json, spiece.model or a ByT5 tokenizer_config.json)")
         texts = args.texts if args.texts else _stdin_texts()
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mt5fn encode: note: {warning.message}", file=sys.stderr)
         if len(tokenizer) > cfg.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model only {cfg.vocab_size}")
+        _check_sizes(args, cfg, params, encoded["input_ids"])
         result = _encode_all(params, cfg, encoded["input_ids"], tokenizer.pad_token_id, args.batch_size,
                              args.max_length, device)
         from safetensors.torch import save
@@ -105,6 +108,25 @@ def run(args: argparse.Namespace) -> int:
     n, length, width = result["embeddings"].shape
     print(f"wrote {os.path.abspath(args.out)}: embeddings ({n}, {length}, {width}) {result['embeddings'].dtype}")
     return 0
+
+
+def _check_sizes(args: argparse.Namespace, cfg, params: dict, rows: list[list[int]]) -> None:
+    """``--max-length`` and ``--batch-size`` against memory before any batch runs: the (N, L, d) output,
+    its ids and mask, and the encoder on one batch of the longest rows (the library's pre-flight)."""
+    import torch
+
+    from ..checks import preflight
+
+    n, length = len(rows), args.max_length or max(len(row) for row in rows)
+    width, batch = max(len(row) for row in rows), min(args.batch_size, n)
+    try:
+        preflight.check_buffers("encode", f"--max-length {length} for {n} text(s)", [
+            ("the embeddings", (n, length, cfg.d_model), params["shared"].element_size()),
+            ("input_ids and attention_mask", (2, n, length), 8)], "cpu")
+        preflight.check_encode(params, cfg, torch.empty(batch, width, dtype=torch.long, device="meta"), True,
+                               call="encode")
+    except ValueError as error:
+        raise ValueError(f"--max-length / --batch-size: {error}") from None
 
 
 def _encode_all(params: dict, cfg, rows: list[list[int]], pad_id: int, batch_size: int, max_length: int | None,

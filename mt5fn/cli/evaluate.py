@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from ._checks import one_line as _one_line
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="held-out loss, exact match, BLEU and chrF of a checkpoint",
@@ -50,7 +52,7 @@ def register(subparsers) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"mt5fn evaluate: error: {message}", file=sys.stderr)
+    print(f"mt5fn evaluate: error: {_one_line(message)}", file=sys.stderr)
     return 2
 
 

@@ -19,6 +19,8 @@ import argparse
 import sys
 from typing import Iterator
 
+from ._checks import one_line as _one_line
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="generate text with a checkpoint (greedy, beam, sampling)",
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from ._checks import stdin_lines
 
     def fail(message: object) -> int:
-        print(f"mt5fn generate: error: {message}", file=sys.stderr)
+        print(f"mt5fn generate: error: {_one_line(message)}", file=sys.stderr)
         return 1
 
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]

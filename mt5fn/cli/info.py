@@ -15,6 +15,8 @@ import os
 import sys
 import warnings
 
+from ._checks import one_line as _one_line
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="describe a checkpoint directory or weights file",
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import ENCODER_CLASSES, load_pretrained, weights_layout
+    from ..checkpoint import ENCODER_CLASSES, describe_gguf, load_pretrained, weights_layout
     from ..model import flatten_params, num_params
     from ..tokenizer import Tokenizer, has_tokenizer
 
@@ -35,29 +37,35 @@ def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cfg, params = load_pretrained(args.path, config=args.config)
-        notes = [str(w.message) for w in caught if "inferred from the tensor shapes" in str(w.message)]
-        if os.path.isdir(args.path):
+        notes = [str(w.message) for w in caught if "inferred from the tensor shapes" in str(w.message)
+                 or "the format does not carry" in str(w.message)]
+        gguf = describe_gguf(args.path)
+        if gguf:
+            layout = gguf
+        elif os.path.isdir(args.path):
             kind, file, sharded = weights_layout(args.path)
             layout = f"{kind}, {'sharded via ' if sharded else ''}{os.path.basename(file)}"
         else:
             layout = f"single file {os.path.basename(args.path)}"
-        tokenizer = Tokenizer.from_pretrained(args.path) if os.path.isdir(args.path) and has_tokenizer(
-            args.path) else None
+        tokenizer = Tokenizer.from_pretrained(args.path) if (os.path.isdir(args.path) and has_tokenizer(
+            args.path)) or (gguf and os.path.isfile(args.path)) else None
     except (OSError, ValueError, TypeError) as error:
-        print(f"mt5fn info: error: {error}", file=sys.stderr)
+        print(f"mt5fn info: error: {_one_line(error)}", file=sys.stderr)
         return 1
     encoder_only = "decoder" not in params
     tied = "lm_head" not in params
     counts = {"embedding (shared)": params["shared"].numel(), "encoder": num_params(params["encoder"])}
     if not encoder_only:
         counts.update({"decoder": num_params(params["decoder"]),
-                       "head (lm_head)": 0 if tied else params["lm_head"].numel()})
+                       "head (lm_head)": 0 if tied else num_params({"lm_head": params["lm_head"]})})
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in flatten_params(params).values()})
     model = (f"encoder-only ({ENCODER_CLASSES[cfg.model_type]}: shared + encoder; no decoder)" if encoder_only
              else "encoder-decoder")
     out = [f"checkpoint: {os.path.abspath(args.path)}", f"model: {model}", f"weights: {layout}", "config:"]
     if notes:
-        out.insert(3, "config source: inferred from the tensor shapes (pass --config to override)")
+        source = "the GGUF metadata and tensor shapes, with the assumptions its warning names" if gguf else \
+            "inferred from the tensor shapes"
+        out.insert(3, f"config source: {source} (pass --config to override)")
     out += [f"  {key}: {value}" for key, value in cfg.to_hf().items() if key != "architectures"]
     out.append("parameters:")
     width = max(map(len, counts)) + 2

@@ -126,14 +126,15 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfigError, TrainError, train
+    from ._checks import one_line
 
     try:
         config = config_from_args(args)
     except TrainConfigError as error:
-        print(f"mt5fn train: error: {error.as_flag_message()}", file=sys.stderr)
+        print(f"mt5fn train: error: {one_line(error.as_flag_message())}", file=sys.stderr)
         return 2
     try:
         return train(config).code
-    except TrainError as error:
-        print(f"mt5fn train: error: {error}", file=sys.stderr)
+    except TrainError as error:  # one line, always (a refused trainer state's reason spans several)
+        print(f"mt5fn train: error: {one_line(error)}", file=sys.stderr)
         return error.code

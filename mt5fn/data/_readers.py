@@ -22,6 +22,12 @@ the position after each row, so the same code serves reading a corpus whole
   JSON. A folder holding a ``DatasetDict`` gives its ``split`` (``train`` for
   training data, ``validation`` / ``test`` for evaluation).
 
+Text is UTF-8: a byte order mark is stripped in every format (a TSV header
+behind one is still detected); a UTF-16 or UTF-32 file (told by its BOM) is
+refused in one error naming the file and the encoding; a NUL byte in a line is
+refused naming ``file:line`` (it means binary data or a wide encoding without
+a BOM, never text worth training on).
+
 Blank lines are skipped silently. Malformed rows (bad JSON, a missing or
 non-text field, an empty input or target, a line without a TAB) are
 *counted*: skipped with a summary, or fatal with ``strict``. Never silent.
@@ -36,6 +42,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
+
+from ..checks import check_depth, utf8_body
 
 # Column names that, when a TSV's first line consists only of them, mark it as a header.
 _HEADER_WORDS = frozenset({
@@ -244,14 +252,21 @@ class LineSource:
     def __init__(self, path: str, kind: str, fields: Fields) -> None:
         self.path, self.kind, self.fields = path, kind, fields
         self._header: _Header | None = None
-        self._body_start = 0
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        try:
+            bom = len(head) - len(utf8_body(path, head))  # a UTF-8 BOM is skipped, UTF-16 / 32 refused
+        except ValueError as error:
+            raise DataError(f"--data {error}") from None
+        self._bom = self._body_start = bom
         if kind == "tsv":
             with open(path, "rb") as handle:
+                handle.seek(bom)
                 first = handle.readline()
             text = self._decode(first) if first else None
             names = detect_header(text, fields) if text else None
             self._header = choose_header(names, fields, path)
-            self._body_start = len(first) if names is not None else 0
+            self._body_start = bom + len(first) if names is not None else bom
 
     @staticmethod
     def _decode(raw: bytes) -> str | None:
@@ -262,7 +277,7 @@ class LineSource:
 
     def rows(self, start: int | None = None) -> Iterator[tuple[Any, int]]:
         """``(record | Bad, byte offset after the line)`` from byte ``start`` (default: the first row)."""
-        offset = self._body_start if start is None else int(start)
+        offset = self._body_start if start is None else max(int(start), self._bom)
         with open(self.path, "rb") as handle:
             handle.seek(offset)
             number = None  # line numbers are only known when reading from the top
@@ -273,6 +288,9 @@ class LineSource:
                 where = f"{self.path}:{number}" if number is not None else f"{self.path} at byte {offset - len(raw)}"
                 if number is not None:
                     number += 1
+                if b"\x00" in raw:
+                    raise DataError(f"--data {where}: a NUL byte in the text (binary data, or UTF-16 / UTF-32 "
+                                    "without a byte order mark); give UTF-8 text")
                 line = self._decode(raw)
                 if line is None:
                     yield Bad(where, "not UTF-8 text"), offset
@@ -290,6 +308,8 @@ class LineSource:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 return Reason(f"bad JSON ({error.msg})")
+            except RecursionError:
+                return Reason("bad JSON (nested too deeply)")
             if not isinstance(row, dict):
                 return Reason(f"not a JSON object (got {type(row).__name__})")
             return record_from_row(row, fields)
@@ -375,14 +395,22 @@ def open_source(path: str, fields: Fields, *, split: str | Sequence[str] = "trai
     if kind == "json":
         with open(path, "rb") as handle:
             head = handle.read(64).lstrip()
+        try:
+            head = utf8_body(path, head).lstrip()
+        except ValueError as error:
+            raise DataError(f"--data {error}") from None
         if head.startswith(b"["):
             try:
-                with open(path, encoding="utf-8") as handle:
-                    rows = json.load(handle)
+                with open(path, "rb") as handle:
+                    data = utf8_body(path, handle.read())
+                check_depth(path, data)
+                rows = json.loads(data.decode("utf-8"))
             except UnicodeDecodeError as error:
                 raise DataError(f"--data {path!r} is not UTF-8 text ({error})") from None
             except json.JSONDecodeError as error:
                 raise DataError(f"--data {path!r} is not valid JSON ({error})") from None
+            except (ValueError, RecursionError) as error:
+                raise DataError(f"--data {error}") from None
             return JsonArraySource(path, rows, fields)
     return LineSource(path, kind, fields)
 

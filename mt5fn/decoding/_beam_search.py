@@ -75,7 +75,8 @@ def beam_loop(step: Step, reorder: Reorder, cfg: MT5Config, spec: Processing, pr
     K, C, V = num_beams, 2 * num_beams, cfg.vocab_size
     device = prefix.device
     width = P + max_new_tokens
-    pad, eos = cfg.pad_token_id, cfg.eos_token_id
+    pad = cfg.pad_token_id
+    eos = torch.tensor(cfg.eos_token_ids, device=device)  # any of them finishes a hypothesis
 
     running = torch.full((B, K, width), pad, dtype=torch.long, device=device)
     running[:, :, :P] = prefix[:, None, :]
@@ -110,7 +111,7 @@ def beam_loop(step: Step, reorder: Reorder, cfg: MT5Config, spec: Processing, pr
         origin, tokens = picks // V, picks % V  # source beam and new token of each candidate
         candidates = _take(running, origin)  # (B, C, width)
         candidates[:, :, length] = tokens
-        finishes = (tokens == eos) | (length + 1 >= width)  # (B, C)
+        finishes = torch.isin(tokens, eos) | (length + 1 >= width)  # (B, C)
         if output_scores:
             cand_tokens = _take(running_tokens, origin)  # (B, C, max_new)
             cand_tokens[:, :, t] = torch.gather(log_probs.view(B, K * V), 1, picks)

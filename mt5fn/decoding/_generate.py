@@ -79,7 +79,7 @@ def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -
 def processing(cfg: MT5Config, gc: GenerationConfig) -> Processing:
     """The score processing a ``GenerationConfig`` asks for."""
     return Processing(
-        eos_token_id=cfg.eos_token_id, min_new_tokens=gc.min_new_tokens, repetition_penalty=gc.repetition_penalty,
+        eos_token_id=cfg.eos_token_ids, min_new_tokens=gc.min_new_tokens, repetition_penalty=gc.repetition_penalty,
         no_repeat_ngram_size=gc.no_repeat_ngram_size, do_sample=gc.do_sample, temperature=gc.temperature,
         top_k=gc.top_k, top_p=gc.top_p, min_tokens_to_keep=2 if gc.num_beams > 1 else 1)
 

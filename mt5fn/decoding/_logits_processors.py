@@ -29,7 +29,7 @@ from torch import Tensor
 class Processing:
     """The score processing of one ``generate`` call (already validated)."""
 
-    eos_token_id: int
+    eos_token_id: int | tuple[int, ...]  # every id that ends a sequence (a config may list several)
     min_new_tokens: int = 0
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
@@ -87,7 +87,8 @@ def process(spec: Processing, sequences: Tensor, scores: Tensor, generated: int)
     if spec.no_repeat_ngram_size > 0:
         scores = no_repeat_ngram(sequences, scores, spec.no_repeat_ngram_size)
     if generated < spec.min_new_tokens:
-        scores[:, spec.eos_token_id] = -float("inf")  # in place: the loops own their score tensors
+        ids = spec.eos_token_id
+        scores[:, list(ids) if isinstance(ids, tuple) else ids] = -float("inf")  # in place: the loops own their score tensors
     if spec.do_sample:
         if spec.temperature != 1.0:
             scores = scores / spec.temperature

@@ -34,7 +34,8 @@ def sample_steps(step: Step, cfg: MT5Config, spec: Processing, sequences: Tensor
     (N, max_new_tokens), when given, receives the log-probability of each chosen token under the
     processed distribution (transformers' ``compute_transition_scores(..., normalize_logits=True)``),
     0 for finished rows."""
-    pad, eos = cfg.pad_token_id, cfg.eos_token_id
+    pad = cfg.pad_token_id
+    eos = torch.tensor(cfg.eos_token_ids, device=sequences.device)  # any of them ends a row
     running = torch.ones(sequences.shape[0], dtype=torch.bool, device=sequences.device)
     for t in range(max_new_tokens):
         length = prefix + t  # decoder ids so far
@@ -51,7 +52,7 @@ def sample_steps(step: Step, cfg: MT5Config, spec: Processing, sequences: Tensor
             scores[:, t] = torch.where(running, picked, 0.0)
         chosen = torch.where(running, chosen, pad)
         sequences[:, length] = chosen
-        running &= chosen != eos
+        running &= ~torch.isin(chosen, eos)
         yield chosen
         if not bool(running.any()):
             break

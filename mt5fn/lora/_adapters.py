@@ -95,6 +95,13 @@ def init(params: dict, cfg: MT5Config, rank: int, alpha: float, targets: tuple[s
     chosen = [site for site in sites(cfg, stacks) if site.name in names]
     for site in chosen:
         _dense(site, _weight(params, site))
+    # The pre-flight every allocating entry point runs: rank 10**9 is refused here, naming the rank,
+    # not by the allocator after minutes.
+    widest = max((site.shape[1] for site in chosen), default=0)
+    factors = sum(site.shape[0] + site.shape[1] for site in chosen)
+    check.preflight.check_buffers("lora.init", f"rank={rank} on {len(chosen)} projections", [
+        ("the LoRA factors A and B", (factors, rank), check.params_dtype(params).itemsize),
+        ("the float32 draw of the widest A", (rank, widest), 4)], check.params_device(params))
     generator = torch.Generator().manual_seed(seed)
     tree = _empty_tree(cfg, stacks)
     for site in chosen:

@@ -35,7 +35,7 @@ from torch import Tensor
 from .. import checks as check
 from ..checks import read_json
 from ..model import MT5Config, check_config
-from ..checkpoint import atomic_directory
+from ..checkpoint import atomic_directory, checked_path, load_bin, one_version
 from ._adapters import _check_pair, adapter_sites, settings
 from ._sites import STACKS, Site, sites
 
@@ -185,20 +185,23 @@ def read_config(file: str) -> tuple[int, float, float, Any, Any]:
 
 
 def _read_weights(folder: str) -> tuple[str, dict[str, Tensor]]:
-    file = os.path.join(folder, WEIGHTS_FILE)
+    """The factors of the folder, read whole (no memory map: a later save must not change them), by the
+    closed-world rule (``checkpoint/_closed.py``) and, for ``.bin``, the weights-only unpickler."""
+    file = checked_path(folder, WEIGHTS_FILE)
     if os.path.isfile(file):
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         try:
-            return file, load_file(file)
+            with open(file, "rb") as handle:
+                return file, load(handle.read())
+        except OSError as error:
+            raise OSError(f"{file}: cannot be read ({error.strerror or error})") from None
         except Exception as error:  # safetensors raises its own error types
             raise ValueError(f"{file}: not a readable safetensors file ({error})") from None
-    legacy = os.path.join(folder, LEGACY_WEIGHTS_FILE)
+    legacy = checked_path(folder, LEGACY_WEIGHTS_FILE)
     if os.path.isfile(legacy):
-        state = torch.load(legacy, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise ValueError(f"{legacy}: does not hold a state dict")
-        return legacy, state
+        state = load_bin(legacy)
+        return legacy, {name: tensor.clone() for name, tensor in state.items()}  # off the memory map
     raise FileNotFoundError(f"{folder}: has neither {WEIGHTS_FILE} nor {LEGACY_WEIGHTS_FILE}")
 
 
@@ -223,7 +226,12 @@ def load_adapter(path: str | os.PathLike, params: dict, cfg: MT5Config) -> dict:
     folder = os.fspath(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"path: {folder!r} is not a directory (a PEFT adapter folder)")
-    config_file = os.path.join(folder, CONFIG_FILE)
+    # One version of the folder (a concurrent save_adapter swaps it whole), and no file from outside it.
+    return one_version(folder, lambda: _load_folder(folder, params, cfg))
+
+
+def _load_folder(folder: str, params: dict, cfg: MT5Config) -> dict:
+    config_file = checked_path(folder, CONFIG_FILE)
     rank, alpha, dropout, targets, excluded = read_config(config_file)
 
     def selected(name: str) -> bool:

@@ -54,6 +54,13 @@ class MT5Config:
     ``scale_decoder_outputs=None`` is resolved from ``model_type`` and
     ``tie_word_embeddings`` (mT5: never; t5/umt5: unless the config says the
     embeddings are untied).
+
+    ``eos_token_id`` may be given as a list, as transformers' configs hold it
+    (``[3, 1]``): generation then stops at any of them. The config keeps the
+    first as ``eos_token_id`` (an int, for every reader of one id) and all of
+    them, in order, as ``eos_token_ids``; ``to_hf`` writes the list back. An
+    int ``eos_token_id`` that is not the first of ``eos_token_ids`` (a
+    ``replace(eos_token_id=2)``) makes ``eos_token_ids == (2,)``.
     """
 
     vocab_size: int = 250112
@@ -74,6 +81,7 @@ class MT5Config:
     decoder_start_token_id: int | None = None
     model_type: str = "mt5"
     scale_decoder_outputs: bool | None = None
+    eos_token_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Every field is checked for type and range here, once: a config that is accepted never fails
@@ -101,8 +109,22 @@ class MT5Config:
         check_int("pad_token_id", self.pad_token_id, 0, self.vocab_size - 1)
         if self.decoder_start_token_id is None:
             fix("decoder_start_token_id", self.pad_token_id)
-        for name in ("eos_token_id", "decoder_start_token_id"):
-            check_int(name, getattr(self, name), 0, self.vocab_size - 1)
+        eos, ids = self.eos_token_id, self.eos_token_ids
+        if isinstance(eos, (list, tuple)):  # transformers' list form: stop at any of them
+            if not eos:
+                raise ValueError("eos_token_id is an empty list")
+            ids, eos = tuple(eos), eos[0]
+        elif ids is not None:
+            if not isinstance(ids, (list, tuple)) or not ids:
+                raise ValueError(f"eos_token_ids must be a non-empty tuple of ids, got {ids!r}")
+            ids = tuple(ids) if ids[0] == eos else (eos,)
+        else:
+            ids = (eos,)
+        for index, value in enumerate(ids):
+            check_int(f"eos_token_id[{index}]" if len(ids) > 1 else "eos_token_id", value, 0, self.vocab_size - 1)
+        fix("eos_token_id", int(eos))
+        fix("eos_token_ids", tuple(int(value) for value in ids))
+        check_int("decoder_start_token_id", self.decoder_start_token_id, 0, self.vocab_size - 1)
         fix("dropout_rate", check_dropout(self.dropout_rate))
         eps = check_real("layer_norm_epsilon", self.layer_norm_epsilon)
         if not eps > 0.0:
@@ -177,6 +199,9 @@ class MT5Config:
                    use_cache=True, initializer_factor=1.0)
         if self.model_type == "mt5":
             out.pop("scale_decoder_outputs")  # mT5 never scales; transformers' MT5Config has no such field
+        ids = out.pop("eos_token_ids")
+        if len(ids) > 1:
+            out["eos_token_id"] = list(ids)
         return out
 
     @classmethod
@@ -207,11 +232,7 @@ def _hf_values(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
     # transformers treats an absent flag as tied (and T5 v1.0 hub configs omit it).
     tied = config.get("tie_word_embeddings", True) is not False
     values["tie_word_embeddings"] = tied
-    eos = values["eos_token_id"]
-    if isinstance(eos, (list, tuple)):
-        if not eos:
-            raise ValueError("eos_token_id is an empty list")
-        values["eos_token_id"] = eos[0]
+    values.pop("eos_token_ids", None)  # not a transformers field: a list in eos_token_id says it
     stored = config.get("scale_decoder_outputs")
     if model_type == "mt5":
         values["scale_decoder_outputs"] = False  # MT5ForConditionalGeneration never reads the flag

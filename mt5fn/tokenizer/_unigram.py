@@ -39,6 +39,9 @@ def parse_spiece(model: bytes, origin: str) -> Any:
     from sentencepiece import sentencepiece_model_pb2
 
     proto = sentencepiece_model_pb2.ModelProto()
+    if model.lstrip()[:1] in (b"{", b"["):  # e.g. ``--model DIR/config.json``: a JSON file, not a model
+        raise ValueError(f"{origin}: a JSON file, not a SentencePiece model; give the checkpoint or tokenizer "
+                         "folder that holds it")
     try:
         proto.ParseFromString(model)
     except (DecodeError, RuntimeError, ValueError) as error:

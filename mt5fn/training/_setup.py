@@ -228,9 +228,32 @@ def _restore(setup: Setup, run: Run) -> int:
     return start
 
 
+def _check_sizes(config: TrainConfig, cfg: MT5Config, params: dict) -> None:
+    """The size-like options against what one step can hold, before any loop runs over them (the
+    span-corruption loop is per token: ``--max-input-length 10**9`` used to spin for hours first):
+    a batch of the longest inputs and targets through the model, and the shuffle buffer's examples."""
+    from ..checks import preflight
+
+    B, S, T = config.batch_size, config.max_input_length, config.max_target_length
+    meta = dict(dtype=torch.long, device="meta")
+    try:
+        preflight.check_seq2seq(params, cfg, torch.empty(B, S, **meta), torch.empty(B, T, **meta), True,
+                                call="the train step", decoder_name="labels", logits="loss")
+    except ValueError as error:
+        raise TrainError(f"--max-input-length {S} / --max-target-length {T} with --batch-size {B}: {error}") \
+            from None
+    if config.shuffle_buffer:
+        try:  # each buffered example holds up to S + T token ids (8 bytes each as Python ints, at least)
+            preflight.check_buffers("the shuffle buffer", f"--shuffle-buffer {config.shuffle_buffer}",
+                                    [("buffered examples' token ids", (config.shuffle_buffer, S + T), 8)], "cpu")
+        except ValueError as error:
+            raise TrainError(f"--shuffle-buffer: {error}") from None
+
+
 def build(config: TrainConfig, ctx: D.Dist, run: Run, say: Callable[[str], None]) -> Setup:
     fields, records, fingerprint, tokenizer = _data(config, ctx, run, say)
     cfg, params = _base_model(config, run, tokenizer)
+    _check_sizes(config, cfg, params)
     adapters, lora_spec = _lora(config, run, params, cfg)
     dropout = cfg.dropout_rate if config.dropout is None else float(config.dropout)
     base_model = os.path.abspath(config.from_checkpoint) if (lora_spec and config.from_checkpoint) else None

@@ -1,0 +1,287 @@
+"""Issue 21, the third hardening pass: one test per finding, grouped by the class that closes it.
+
+* closed-world reads (adapters refuse links out of their folder, one version per read);
+* the output rule (no device / FIFO targets, through symlinks, the umask, a folder's own mode, only
+  marked leftovers cleaned, no stale copy resurrected, the cwd kept valid);
+* text encodings (BOM, UTF-16 / UTF-32, NUL bytes), bounded JSON nesting;
+* ``eos_token_id`` lists; loaded tensors own their storage; the work bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+import mt5fn
+from mt5fn.checkpoint import _atomic
+from mt5fn.checks import read_json
+from mt5fn.data import Fields, read_records
+
+CFG = mt5fn.MT5Config(vocab_size=40, d_model=16, d_kv=4, d_ff=24, num_layers=1, num_heads=2, model_type="mt5",
+                      dropout_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return mt5fn.init_params(CFG, seed=0)
+
+
+@pytest.fixture
+def adapter(tmp_path, params):
+    ad = mt5fn.lora.init(params, CFG, rank=2, alpha=4, seed=0)
+    folder = tmp_path / "adapter"
+    mt5fn.lora.save_adapter(ad, CFG, folder)
+    return folder
+
+
+# ------------------------------------------------------------------ closed-world reads
+@pytest.mark.parametrize("name", ["adapter_config.json", "adapter_model.safetensors"])
+def test_adapter_refuses_a_link_out_of_its_folder(tmp_path, params, adapter, name):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.replace(adapter / name, outside / name)
+    os.symlink(outside / name, adapter / name)
+    with pytest.raises(ValueError, match="outside"):
+        mt5fn.lora.load_adapter(adapter, params, CFG)
+
+
+def test_adapter_read_is_one_version(tmp_path, params, adapter, monkeypatch):
+    """A save swapping the folder between the config and the weights read: the reader starts again."""
+    from mt5fn.lora import _peft
+
+    other = mt5fn.lora.init(params, CFG, rank=4, alpha=8, seed=1)
+    real = _peft._read_weights
+    calls = []
+
+    def racing(folder):
+        if not calls:
+            calls.append(1)
+            mt5fn.lora.save_adapter(other, CFG, adapter)  # the rank-4 version replaces the rank-2 one
+        return real(folder)
+
+    monkeypatch.setattr(_peft, "_read_weights", racing)
+    loaded = mt5fn.lora.load_adapter(adapter, params, CFG)
+    assert float(loaded["alpha"]) == 8.0 and mt5fn.lora.rank_of(loaded, CFG) == 4
+
+
+def test_garbage_adapter_bin_is_a_value_error_naming_it(tmp_path, params):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                                             "target_modules": ["q", "v"]}))
+    (folder / "adapter_model.bin").write_bytes(b"\x80\x04garbage that is no pickle")
+    with pytest.raises(ValueError, match="adapter_model.bin"):
+        mt5fn.lora.load_adapter(folder, params, CFG)
+
+
+# ------------------------------------------------------------------ the output rule
+def test_file_output_refuses_a_device_and_a_fifo(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="fifo"):
+        _atomic.atomic_write_bytes(fifo, b"x")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with pytest.raises(OSError, match="null"):
+        _atomic.check_output_target("/dev/null")
+
+
+def test_file_output_follows_the_umask_and_keeps_an_existing_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _atomic.atomic_write_bytes(tmp_path / "new.txt", b"x")
+        assert stat.S_IMODE(os.stat(tmp_path / "new.txt").st_mode) == 0o644
+        os.chmod(tmp_path / "new.txt", 0o600)
+        _atomic.atomic_write_bytes(tmp_path / "new.txt", b"y")
+        assert stat.S_IMODE(os.stat(tmp_path / "new.txt").st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_file_output_writes_through_a_symlink(tmp_path):
+    (tmp_path / "real.txt").write_text("old")
+    os.symlink("real.txt", tmp_path / "link.txt")
+    _atomic.atomic_write_text(tmp_path / "link.txt", "new")
+    assert os.path.islink(tmp_path / "link.txt")
+    assert (tmp_path / "real.txt").read_text() == "new"
+
+
+def test_a_private_folder_stays_private(tmp_path, params):
+    target = tmp_path / "private"
+    target.mkdir(mode=0o700)
+    os.chmod(target, 0o700)
+    mt5fn.save_pretrained(params, CFG, target)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("kind", ["old", "tmp", "new"])
+def test_a_users_folder_with_a_leftover_like_name_is_kept(tmp_path, params, kind):
+    mine = tmp_path / f".model.{kind}-backup"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("mine")
+    mt5fn.save_pretrained(params, CFG, tmp_path / "model")
+    assert (mine / "precious.txt").read_text() == "mine"
+
+
+def test_a_stale_old_copy_is_not_resurrected(tmp_path, params):
+    mt5fn.save_pretrained(params, CFG, tmp_path / "model")
+    target = str(tmp_path / "model")
+    os.rename(target, str(tmp_path / ".model.old-1-deadbeef"))  # as a killed fallback swap's old half
+    with pytest.raises(FileNotFoundError):
+        mt5fn.load_pretrained(target)
+    assert not os.path.exists(target)
+
+
+def test_a_killed_swap_is_still_finished_by_load(tmp_path, params, monkeypatch):
+    """The recovery that is wanted: a kill between the two fallback renames; the new version moves in."""
+    mt5fn.save_pretrained(params, CFG, tmp_path / "model")
+    monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)
+
+    def die(name):
+        if name == "moved-aside":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_atomic, "_step", die)
+    with pytest.raises(KeyboardInterrupt):
+        mt5fn.save_pretrained(params, CFG.replace(eos_token_id=2), tmp_path / "model")
+    monkeypatch.undo()
+    cfg, _ = mt5fn.load_pretrained(tmp_path / "model")
+    assert cfg.eos_token_id == 2
+
+
+def test_saving_into_the_cwd_keeps_the_cwd_valid(tmp_path, params, monkeypatch):
+    target = tmp_path / "here"
+    mt5fn.save_pretrained(params, CFG, target)
+    monkeypatch.chdir(target)
+    mt5fn.save_pretrained(params, CFG, ".")
+    assert os.path.samefile(os.getcwd(), target)
+    assert os.path.isfile("config.json")
+
+
+def test_a_mount_point_inside_a_save_target_is_refused(tmp_path, params, monkeypatch):
+    target = tmp_path / "model"
+    mt5fn.save_pretrained(params, CFG, target)
+    (target / "mnt").mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.path.basename(p) == "mnt" or real(p))
+    with pytest.raises(OSError, match="mount point"):
+        mt5fn.save_pretrained(params, CFG, target)
+    assert (target / "mnt").is_dir()
+
+
+# ------------------------------------------------------------------ encodings and JSON
+def _read(path, mode="span"):
+    return read_records([str(path)], Fields(mode=mode)).items
+
+
+def test_bom_is_stripped_in_every_reader(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfhello\n")
+    assert _read(tmp_path / "a.txt") == ["hello"]
+    (tmp_path / "a.tsv").write_bytes(b"\xef\xbb\xbfinput\ttarget\nx\ty\n")
+    assert _read(tmp_path / "a.tsv", "supervised") == [("x", "y")]
+    (tmp_path / "a.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "one"}\n{"text": "two"}\n')
+    assert _read(tmp_path / "a.jsonl") == ["one", "two"]
+    (tmp_path / "a.json").write_bytes(b'\xef\xbb\xbf[{"text": "one"}]')
+    assert _read(tmp_path / "a.json") == ["one"]
+    (tmp_path / "c.json").write_bytes(b'\xef\xbb\xbf{"a": 1}')
+    assert read_json(tmp_path / "c.json") == {"a": 1}
+
+
+@pytest.mark.parametrize("encoding,name", [("utf-16", "UTF-16"), ("utf-32", "UTF-32")])
+def test_utf16_and_utf32_are_refused_naming_file_and_encoding(tmp_path, encoding, name):
+    (tmp_path / "a.txt").write_bytes("hello\nworld\n".encode(encoding))
+    with pytest.raises(ValueError, match=f"a.txt.*{name}"):
+        _read(tmp_path / "a.txt")
+
+
+def test_nul_bytes_are_refused_with_the_line(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"fine\nbad\x00line\n")
+    with pytest.raises(ValueError, match=r"a.txt:2.*NUL"):
+        _read(tmp_path / "a.txt")
+
+
+def test_deep_json_is_a_value_error_naming_the_file(tmp_path):
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="config.json.*nest"):
+        read_json(tmp_path / "config.json")
+
+
+# ------------------------------------------------------------------ eos lists, storage, work
+def test_eos_token_id_list_is_kept(tmp_path):
+    cfg = mt5fn.MT5Config.from_hf({**CFG.to_hf(), "eos_token_id": [3, 1]})
+    assert cfg.eos_token_id == 3 and cfg.eos_token_ids == (3, 1)
+    assert cfg.to_hf()["eos_token_id"] == [3, 1]
+    assert mt5fn.MT5Config.from_hf(cfg.to_hf()) == cfg
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sample", "beam"])
+@pytest.mark.parametrize("prepared", [False, True])
+def test_generation_stops_at_any_listed_eos(params, mode, prepared):
+    ids = torch.tensor([[5, 6, 7, 1]])
+    kwargs = dict(max_new_tokens=6)
+    if mode == "sample":
+        kwargs.update(do_sample=True, generator=torch.Generator().manual_seed(0))
+    if mode == "beam":
+        kwargs.update(num_beams=2)
+    plain = mt5fn.generate(params, CFG, ids, **{**kwargs, "generator": torch.Generator().manual_seed(0)}
+                           if mode == "sample" else kwargs)
+    second = int(plain[0, 2]) if plain.shape[1] > 2 else int(plain[0, 1])
+    stop = int(plain[0, 1])
+    cfg = CFG.replace(eos_token_id=(1, stop)) if stop != 1 else CFG.replace(eos_token_id=(1, second))
+    tree = mt5fn.prepare_decoding(params, cfg) if prepared else params
+    if mode == "sample":
+        kwargs["generator"] = torch.Generator().manual_seed(0)
+    out = mt5fn.generate(tree, cfg, ids, **kwargs)
+    first = int(out[0, 1])
+    assert first in cfg.eos_token_ids or out.shape[1] <= 3, out
+    assert out.shape[1] <= plain.shape[1]
+    # stream agrees with generate (greedy)
+    if mode == "greedy":
+        streamed = torch.stack(list(mt5fn.stream(tree, cfg, ids, max_new_tokens=6)), dim=1)
+        assert torch.equal(streamed, out[:, 1:])
+
+
+def test_aliased_tensors_in_a_bin_are_copied_apart(tmp_path):
+    from mt5fn.checkpoint._weights import load_bin
+
+    base = torch.randn(4, 4)
+    torch.save({"a": base, "b": base, "c": base[:2]}, tmp_path / "x.bin")
+    state = load_bin(str(tmp_path / "x.bin"))
+    pointers = {t.untyped_storage().data_ptr() for t in state.values()}
+    assert len(pointers) == 3
+    assert torch.equal(state["a"], base) and torch.equal(state["c"], base[:2])
+
+
+def test_beam_search_work_is_bounded(params, monkeypatch):
+    monkeypatch.setenv("MT5FN_MAX_WORK", "1000000")
+    with pytest.raises(ValueError, match="MT5FN_MAX_WORK"):
+        mt5fn.generate(params, CFG, torch.tensor([[5, 6, 1]]), max_new_tokens=200, num_beams=200)
+
+
+def test_lora_init_runs_the_preflight(params):
+    with pytest.raises(ValueError, match="rank"):
+        mt5fn.lora.init(params, CFG, rank=10**9, alpha=1)
+
+
+def test_encode_out_onto_a_fifo_is_one_line_and_leaves_it(tmp_path):
+    """The command-line face of the output rule (a FIFO, not /dev/null: a run of this test against a
+    library without the rule must not replace a real device)."""
+    import contextlib
+    import io
+
+    import spm
+    from mt5fn.cli import main
+
+    tokenizer = mt5fn.Tokenizer.from_pretrained(spm.spiece_dir())
+    cfg = CFG.replace(vocab_size=len(tokenizer))
+    mt5fn.save_pretrained(mt5fn.init_params(cfg, seed=0), cfg, tmp_path / "m", tokenizer=tokenizer)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["encode", "--model", str(tmp_path / "m"), "--out", str(fifo), "hi"])
+    assert code != 0 and len(err.getvalue().splitlines()) == 1 and "FIFO" in err.getvalue()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
