@@ -259,6 +259,7 @@ def _load_folder(folder: str, params: dict, cfg: MT5Config) -> dict:
         raise ValueError(f"{file}: the adapter adapts the decoder but params have no decoder (an encoder-only "
                          "tree)")
     if unknown:
+        unknown.sort()  # a stable message, whatever order the file lists its tensors in
         shown = ", ".join(unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
         raise ValueError(f"{file}: holds tensors that are not LoRA factors of the modules target_modules selects "
                          f"in this {cfg.model_type} model: {shown}")
