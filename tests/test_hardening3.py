@@ -285,3 +285,39 @@ def test_encode_out_onto_a_fifo_is_one_line_and_leaves_it(tmp_path):
         code = main(["encode", "--model", str(tmp_path / "m"), "--out", str(fifo), "hi"])
     assert code != 0 and len(err.getvalue().splitlines()) == 1 and "FIFO" in err.getvalue()
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+# ------------------------------------------------------------------ found by the thorough profile (2026-12-05)
+def test_stream_runs_the_pre_flight_before_encoding():
+    """``stream`` encodes through the unchecked encoder: its own pre-flight must refuse a huge input."""
+    import mt5fn as _mt5fn
+
+    cfg = _mt5fn.MT5Config(vocab_size=8, d_model=4, d_kv=2, d_ff=8, num_layers=1, num_heads=2,
+                           relative_attention_num_buckets=4, relative_attention_max_distance=3)
+    params = _mt5fn.init_params(cfg, seed=0)
+    ids = torch.zeros(1, 10 ** 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="input_ids"):
+        _mt5fn.stream(params, cfg, ids, max_new_tokens=1)
+
+
+def test_a_float_eos_id_is_refused_even_when_it_equals_the_listed_one():
+    import mt5fn as _mt5fn
+
+    cfg = _mt5fn.MT5Config(vocab_size=8, d_model=4, d_kv=2, d_ff=8, num_layers=1, num_heads=2,
+                           relative_attention_num_buckets=4, relative_attention_max_distance=3)
+    with pytest.raises(ValueError, match="eos_token_id must be"):
+        cfg.replace(eos_token_id=1.0)
+
+
+def test_any_unpickler_failure_on_a_bin_is_a_value_error_naming_it(tmp_path, monkeypatch):
+    from mt5fn.checkpoint._weights import load_bin
+
+    file = tmp_path / "adapter_model.bin"
+    file.write_bytes(b"garbage")
+
+    def broken(*args, **kwargs):
+        raise IndexError("pop from empty list")
+
+    monkeypatch.setattr(torch, "load", broken)
+    with pytest.raises(ValueError, match=r"adapter_model.bin: not a readable PyTorch checkpoint \(IndexError"):
+        load_bin(str(file))

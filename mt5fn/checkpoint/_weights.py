@@ -129,8 +129,10 @@ def load_bin(file: str) -> dict[str, Tensor]:
         raise ValueError(f"{file}: refused to load: the pickle holds something other than tensors, "
                          f"and only weights-only pickles are read (no code from a checkpoint runs). "
                          f"{first}") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        raise ValueError(f"{file}: not a readable PyTorch checkpoint ({error})") from None
+    except Exception as error:  # noqa: BLE001 -- garbage makes torch's unpickler fail in many ways (IndexError, ...)
+        if isinstance(error, OSError) and not os.path.isfile(file):
+            raise
+        raise ValueError(f"{file}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
                                               for k, v in state.items()):
         raise ValueError(f"{file}: expected a dict of tensor names to tensors, got {type(state).__name__}")

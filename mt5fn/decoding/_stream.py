@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from ..checks import preflight
 from ..model import MT5Config
 from ._generate import Request, processing, start_decoding, validate
 from ._generation_config import GenerationConfig
@@ -45,6 +46,9 @@ def stream(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_mas
     if gc.output_scores:
         raise ValueError("stream yields tokens only; output_scores=True is a generate setting "
                          "(generate(..., output_scores=True) returns the scores with the sequences)")
+    source = input_ids if encoder_outputs is None else encoder_outputs[..., 0]  # (B, S)
+    preflight.check_generate(params, cfg, source, attention_mask, max_new_tokens=gc.max_new_tokens, num_beams=1,
+                             num_return_sequences=gc.num_return_sequences, beam_search=False)
     return _steps(params, cfg, input_ids, attention_mask, request, generator, encoder_outputs)
 
 

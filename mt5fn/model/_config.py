@@ -115,6 +115,7 @@ class MT5Config:
                 raise ValueError("eos_token_id is an empty list")
             ids, eos = tuple(eos), eos[0]
         elif ids is not None:
+            check_int("eos_token_id", eos, 0, self.vocab_size - 1)  # before comparing (1.0 == 1)
             if not isinstance(ids, (list, tuple)) or not ids:
                 raise ValueError(f"eos_token_ids must be a non-empty tuple of ids, got {ids!r}")
             ids = tuple(ids) if ids[0] == eos else (eos,)
