@@ -173,21 +173,22 @@ def check_not_an_input(flag: str, path: str | os.PathLike, kind: str, inputs: di
                                  "never written onto or into one of the run's own inputs")
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace``, following the
-    output rule (module docstring): a symbolic link is written through, a device or FIFO refused, a new
-    file gets the umask's mode and an existing one keeps its own."""
+def atomic_write_file(path: str, write: Callable[[str], None]) -> None:
+    """``write(temporary_path)`` fills a temporary file beside ``path``, which then replaces ``path``,
+    following the output rule (module docstring): a symbolic link is written through, a device or FIFO
+    refused, a new file gets the umask's mode and an existing one keeps its own. For files written by
+    another library's writer (GGUF); ``atomic_write_bytes`` for bytes in hand."""
     path = check_output_target(path, "file")
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
+    os.close(fd)
     try:
-        os.fchmod(fd, mode)  # mkstemp's 0600 would make every output private
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        write(tmp)
+        os.chmod(tmp, mode)  # mkstemp's 0600 would make every output private
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -195,6 +196,15 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             os.remove(tmp)
         raise
     _fsync_path(os.path.dirname(path), directory=True)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """``data`` written to ``path`` through ``atomic_write_file``."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    atomic_write_file(path, write)
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -83,6 +83,7 @@ def is_inside(directory: str, name: str) -> bool:
 
 
 def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``: a save swaps the folder, so a change means another version."""
     try:
         info = os.stat(path)
     except OSError:

@@ -15,16 +15,13 @@ the old file whole.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from . import _gguf_read as g
-from ._atomic import check_output_target
+from ._atomic import atomic_write_file
 from ._hf_names import to_hf_state_dict
 from ..kernels._blocks_q8 import dequantize_q8_0, is_q8_0
 from ..model._config import MT5Config
@@ -141,26 +138,8 @@ def _write(tmp: str, params: dict, cfg: MT5Config, outtype: str, tokenizer: Any,
 def save_gguf(params: dict, cfg: MT5Config, path: str, outtype: str, tokenizer: Any = None) -> None:
     if outtype not in OUTTYPES:
         raise ValueError(f"dtype for a GGUF file must be float32, float16, bfloat16 or 'q8_0', got {outtype!r}")
-    path = check_output_target(path, "file")
-    name = os.path.splitext(os.path.basename(path))[0].replace("-", " ").replace("_", " ").title()
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path) or ".")
-    os.close(fd)
-    try:
-        _write(tmp, params, cfg, outtype, tokenizer, name)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask & (stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO)
+    name = os.path.splitext(os.path.basename(os.fspath(path)))[0].replace("-", " ").replace("_", " ").title()
+    atomic_write_file(path, lambda tmp: _write(tmp, params, cfg, outtype, tokenizer, name))
 
 
 def dense_tree(tree: Any) -> Any:

@@ -60,7 +60,7 @@ from torch import Tensor
 from . import _fp8
 from . import _safetensors_io as st
 from ._atomic import atomic_directory, recover_directory
-from ._closed import checked_path
+from ._closed import _identity, checked_path
 from ._folder_names import TOKENIZER_FILES
 from ._hf_names import _same_tensor, has_decoder_names, has_encoder_names, match_names, to_hf_state_dict
 from ._infer import infer_config
@@ -189,14 +189,6 @@ def _check_has_encoder(weights: Weights) -> None:
     if has_decoder_names(names) and not has_encoder_names(names):
         raise ValueError(f"{weights.description}: holds decoder weights (decoder.block.*) but no encoder "
                          "(encoder.block.*); mt5fn needs the encoder")
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 # Openings of a directory in a row that concurrent saves may interrupt before ``load_pretrained`` gives up.
