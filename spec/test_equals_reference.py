@@ -521,13 +521,15 @@ def test_greedy_generate_equals_reference_greedy(tree, data):
         _assert_same_greedy(got, want, dense, case, form.tolerance)
 
 
+@pytest.mark.parametrize("tree", ("plain", "prepare_decoding"))
 @settings(max_examples=4)  # each drawn model compiles a graph of its own (seconds each, even without codegen)
 @given(data=st.data())
-def test_compiled_greedy_equals_reference_greedy(data):
+def test_compiled_greedy_equals_reference_greedy(tree, data):
     """``generate(..., compile=...)``: the step through ``torch.compile`` (the "aot_eager" backend: the
-    captured graph, run without code generation) decodes ``ref.greedy``'s tokens."""
+    captured graph, run without code generation) decodes ``ref.greedy``'s tokens, on plain trees and on
+    held decoding layouts (whose packed forms enter the graph as opaque operators)."""
     torch._dynamo.reset()
-    form = TREES["plain"]
+    form = TREES[tree]
     case = _draw(data, form, max_length=8)
     params = _boost_eos(case.params, case.cfg, data.draw(st.sampled_from([1.0, 3.0]), label="EOS boost"))
     fast, dense = form.make(params, case.cfg, data)

@@ -44,8 +44,10 @@ def _batch(cfg: mt5fn.MT5Config, seed: int = 0):
 def fresh_dynamo():
     torch._dynamo.reset()
     counters.clear()
+    compiled_module._failures.clear()
     yield
     torch._dynamo.reset()
+    compiled_module._failures.clear()
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -104,17 +106,96 @@ def test_a_compiler_failure_falls_back_with_one_warning(monkeypatch):
     assert torch.equal(out, mt5fn.generate(params, cfg, ids, mask, max_new_tokens=6))
 
 
-def test_a_tree_with_onednn_packed_leaves_is_decoded_eagerly_with_the_reason():
+def test_a_step_that_failed_to_compile_is_not_traced_again(monkeypatch):
+    cfg = CONFIGS["mt5"]
+    params = mt5fn.init_params(cfg, seed=0)
+    ids, mask = _batch(cfg)
+    attempts = []
+
+    def broken(backend, device):
+        def step(*args):
+            attempts.append(backend)
+            raise torch._dynamo.exc.Unsupported("a construct the compiler does not support")
+        return step
+
+    monkeypatch.setattr(generate_module, "compiled_step", broken)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        mt5fn.generate(params, cfg, ids, mask, max_new_tokens=4, compile=True)
+    with pytest.warns(UserWarning, match="failed on this step before .*Unsupported.*decoding eagerly") as seen:
+        out = mt5fn.generate(params, cfg, ids, mask, max_new_tokens=4, compile=True)
+    assert attempts == ["inductor"] and len(seen) == 1
+    assert torch.equal(out, mt5fn.generate(params, cfg, ids, mask, max_new_tokens=4))
+    other = cfg.replace(num_heads=2, d_kv=16)  # another model: tried afresh
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        mt5fn.generate(mt5fn.init_params(other, seed=0), other, ids, mask, max_new_tokens=4, compile=True)
+    assert attempts == ["inductor", "inductor"]
+
+
+def _held_forms(cfg: mt5fn.MT5Config, rows: int, form: str) -> dict:
+    """A prepare_decoding tree whose large leaves take ``form`` (every weight re-laid-out: min_numel=0)."""
+    from mt5fn.kernels import candidate_forms
+    params = mt5fn.init_params(cfg, seed=0)
+    if form in ("int8", "int8-dynamic"):
+        params = mt5fn.quantize(params, cfg, "int8")
+    prepared = mt5fn.prepare_decoding(params, cfg, rows=rows, min_numel=0)  # the deterministic rule's forms
+    if form == "int8-dynamic":
+        builders, _ = candidate_forms(prepared["lm_head"], rows)
+        if form not in builders:
+            pytest.skip("this torch build has no oneDNN int8 linear")
+        prepared = {**prepared, "lm_head": builders[form]()}
+    return prepared
+
+
+@pytest.mark.parametrize("rows, form", [(1, "columns"), (3, "onednn"), (1, "int8"), (1, "int8-dynamic")])
+def test_a_held_tree_compiles_with_the_forms_its_kernel_choice_made(rows, form):
+    """A ``prepare_decoding`` tree compiles as it is: the packed forms enter the graph as opaque operators
+    (kernels._opaque), and the compiled step decodes the eager step's tokens."""
+    from mt5fn.kernels import linear_form
     cfg = mt5fn.MT5Config(model_type="mt5", vocab_size=300, d_model=256, d_kv=32, d_ff=512, num_layers=1,
                           num_heads=8)
-    params = mt5fn.init_params(cfg, seed=0)
-    prepared = mt5fn.prepare_decoding(params, cfg, rows=3, min_numel=0)
-    if not compiled_module.has_packed_leaves(prepared):
-        pytest.skip("this torch build has no oneDNN: prepare_decoding made no packed leaf")
+    held = _held_forms(cfg, rows, form)
+    if linear_form(held["lm_head"]) != form:
+        pytest.skip(f"this torch build made no {form} leaf")
     ids, mask = _batch(cfg)
-    with pytest.warns(UserWarning, match="oneDNN-packed leaves"):
-        out = mt5fn.generate(prepared, cfg, ids, mask, max_new_tokens=4, compile="eager")
-    assert torch.equal(out, mt5fn.generate(prepared, cfg, ids, mask, max_new_tokens=4))
+    ids, mask = ids[:rows], mask[:rows]
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    eager = mt5fn.generate(held, cfg, ids, mask, max_new_tokens=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning: it really compiled
+        compiled = compiled_module.compiled_step("eager", torch.device("cpu"))  # warm the cache entry ...
+        compiled_module._compiled[("eager", "default")] = torch.compile(compiled_module._step, backend=recording,
+                                                                         fullgraph=True, dynamic=False)
+        try:
+            got = mt5fn.generate(held, cfg, ids, mask, max_new_tokens=5, compile="eager")
+        finally:
+            compiled_module._compiled[("eager", "default")] = compiled
+    assert torch.equal(got, eager)
+    assert len(graphs) == 1
+    opaque = {"columns": "mt5fn.columns_linear", "onednn": "mt5fn.onednn_linear",
+              "int8-dynamic": "mt5fn.int8_dynamic_linear", "int8": "_weight_int8pack_mm"}[form]
+    assert opaque in graphs[0]
+
+
+def test_under_the_compiler_a_onednn_leaf_looks_strided_so_the_step_boxes_it():
+    """The trap ``box_onednn_leaves`` exists for: inside a graph a oneDNN-blocked tensor reports a strided
+    layout, so ``linear`` could not tell it from a plain weight."""
+    from mt5fn.kernels import box_onednn_leaves
+    weight = torch.randn(64, 32)
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN")
+    blocked = torch.ops.mkldnn._reorder_linear_weight(weight, 3)
+    seen = torch.compile(lambda w: torch.tensor(w.layout == torch._mkldnn), backend="eager", fullgraph=True)
+    assert not bool(seen(blocked))
+    packed = torch.ops.onednn.qlinear_prepack(torch.ones(64, 32, dtype=torch.int8), None)  # (32, 64), blocked
+    tree = {"a": [blocked, weight], "b": {"int8_packed": packed, "scale": torch.ones(64)}}
+    boxed = box_onednn_leaves(tree)
+    assert set(boxed["a"][0]) == {"onednn"} and boxed["a"][0]["onednn"] is blocked and boxed["a"][1] is weight
+    assert boxed["b"]["int8_packed"] is packed  # the int8 x int8 form is named by its key already
 
 
 @pytest.mark.parametrize("bad", ["fast", 1, None, "inductor-max"])

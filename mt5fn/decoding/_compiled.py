@@ -14,14 +14,20 @@ the same graph. ``generate(..., compile=True)`` runs its steps through
 * the cache gets a power-of-two number of slots (at least 32), so calls with
   different ``max_new_tokens`` share a graph too; only a new batch, beam count,
   source length, prefix length or weight form compiles again;
-* weights enter as plain dense / int8 leaves (``lay_out`` without re-laid-out
-  copies): the compiler chooses its own GEMM kernels, and oneDNN-packed leaves
-  are opaque to it.
+* the weights are the decoding layout eager decoding uses (``prepare_decoding``,
+  held or made for the call): each product runs the form the kernel choice
+  measured fastest on this machine, the packed ones (oneDNN-blocked, column
+  blocks, int8 x int8) as opaque operators in the graph (``kernels._opaque``),
+  the plain and int8 ones as the compiler lowers them; the compiler fuses the
+  norms, attention and elementwise work around them, most of what an eager
+  step outside its products costs.
 
 Compiling takes seconds to minutes once per shape; docs/performance.md says
 when it pays off. Where torch cannot compile (no C++ compiler for the CPU
 backend, a device without a backend, a compiler error), ``generate`` warns once
-with the reason and decodes eagerly.
+with the reason and decodes eagerly; a step that failed to compile is not
+traced again in later calls (tracing alone takes seconds), each of which
+warns once more.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ BACKENDS = ("inductor", "aot_eager", "eager")
 MIN_SLOTS = 32
 
 _compiled: dict[tuple[str, str], Callable[..., Any]] = {}  # (backend, mode) -> the compiled function; no weights
+_failures: dict[tuple, str] = {}  # failure_key -> why compiling that step failed (tracing again fails again)
 
 
 def slots_for(needed: int) -> int:
@@ -88,6 +95,16 @@ def compiled_step(backend: str, device: torch.device) -> Callable[..., tuple[Ten
     return _compiled[key]
 
 
-def has_packed_leaves(params: dict) -> bool:
-    """True when a leaf is oneDNN-packed (a ``prepare_decoding`` layout the compiler cannot read)."""
-    return any(t.layout == torch._mkldnn for t in torch.utils._pytree.tree_leaves(params) if isinstance(t, Tensor))
+def failure_key(backend: str, device: torch.device, cfg: MT5Config, weights: dict) -> tuple:
+    """What a compile failure depends on: the backend, the device, the config and the tree's structure
+    and leaf forms (not its values)."""
+    return backend, device.type, cfg, str(torch.utils._pytree.tree_structure(weights))
+
+
+def known_failure(key: tuple) -> str | None:
+    """Why compiling the step of ``key`` failed before in this process, or None."""
+    return _failures.get(key)
+
+
+def remember_failure(key: tuple, reason: str) -> None:
+    _failures[key] = reason

@@ -39,11 +39,13 @@ from torch import Tensor
 
 from .. import checks as check
 from ..checks import preflight
+from ..kernels import box_onednn_leaves
 from ..model import MT5Config, check_config, lm_logits
 from ..model import run_encoder as encode  # the encoder without its checks: generate validated once
 from ._beam_search import Reorder, beam_loop
 from ._cache import build_cache, distance_bias, step_hidden
-from ._compiled import backend_of, cannot_compile, compiled_step, has_packed_leaves, slots_for
+from ._compiled import (backend_of, cannot_compile, compiled_step, failure_key, known_failure,
+                        remember_failure, slots_for)
 from ._generation_config import GenerationConfig
 from ._logits_processors import Processing
 from ._prepare import is_prepared, lay_out, one_call_min_numel
@@ -204,13 +206,11 @@ class Decoder:
     step_threads: int
 
 
-def _usable_backend(backend: str | None, params: dict, device: torch.device) -> str | None:
+def _usable_backend(backend: str | None, device: torch.device) -> str | None:
     """``backend`` if the step can be compiled here, else None after one warning naming the reason."""
     if backend is None:
         return None
     reason = cannot_compile(backend, device)
-    if reason is None and is_prepared(params) and has_packed_leaves(params):
-        reason = "the tree holds oneDNN-packed leaves (a prepare_decoding layout); pass the plain parameters"
     if reason is not None:
         warnings.warn(f"generate(compile=...): {reason}; decoding eagerly", stacklevel=5)
         return None
@@ -239,15 +239,19 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
         encoder_hidden = encoder_outputs
     rows = encoder_hidden.shape[0] * repeat
     slots = prefix_length - 1 + gc.max_new_tokens  # ids fed: the prefix, then all generated tokens but the last
-    backend = _usable_backend(backend, params, encoder_hidden.device)
+    backend = _usable_backend(backend, encoder_hidden.device)
+    # Laying out the weights is a few large copies and the cross K/V one large product: every thread.
+    # Compiled or not, the products run the forms the kernel choice measured fastest here (under a
+    # compiler the packed ones are opaque operators, _compiled).
+    weights = params if is_prepared(params) else lay_out(params, rows, one_call_min_numel(rows, gc.max_new_tokens))
     if backend is not None:
-        # dense / int8 leaves for the compiler (it picks its own GEMMs), and a slot count shared by many calls
-        weights = params if is_prepared(params) else lay_out(params, rows, 1 << 62)
-        slots = slots_for(slots)
-    else:
-        # Laying out the weights is a few large copies and the cross K/V one large product: every thread.
-        weights = params if is_prepared(params) else lay_out(params, rows,
-                                                             one_call_min_numel(rows, gc.max_new_tokens))
+        slots = slots_for(slots)  # a slot count shared by many calls: one graph
+        boxed_weights = box_onednn_leaves(weights)  # leaves the compiler can tell apart (kernels._opaque)
+        failure = failure_key(backend, encoder_hidden.device, cfg, boxed_weights)
+        if (reason := known_failure(failure)) is not None:  # tracing again would fail again, seconds later
+            warnings.warn(f"generate(compile=...): torch.compile failed on this step before ({reason}); "
+                          f"decoding eagerly", stacklevel=4)
+            backend = None
     cache = build_cache(weights, cfg, encoder_hidden, attention_mask, slots, repeat=repeat)
     with intra_op_threads(step_threads):
         distances = distance_bias(weights, cfg, slots)
@@ -264,14 +268,15 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
         nonlocal cache, backend
         try:
             with intra_op_threads(all_threads):  # one graph, the head included: every thread
-                logits, cache = compiled_step(backend, encoder_hidden.device)(weights, cfg, cache,
+                logits, cache = compiled_step(backend, encoder_hidden.device)(boxed_weights, cfg, cache,
                                                                               tokens.contiguous())
             return logits  # (N, V)
         except Exception as error:  # noqa: BLE001 -- any compiler failure: say why once, then decode eagerly
             if not _is_compile_failure(error):
                 raise
-            warnings.warn(f"generate(compile=...): torch.compile failed ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}); decoding eagerly", stacklevel=4)
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            remember_failure(failure, reason)
+            warnings.warn(f"generate(compile=...): torch.compile failed ({reason}); decoding eagerly", stacklevel=4)
             backend = None
             return eager_step(tokens)
 

@@ -18,10 +18,11 @@ from ._cross_entropy import IGNORE_INDEX, chunk_bytes, fused_loss_applies, linea
 from . import _choice as kernel_choice
 from ._layouts import MIN_PREPARED_NUMEL, OUTPUT_BLOCK, candidate_forms, fuse_outputs, relayout_linear
 from ._linear import COLUMNS, INT8, SCALE, dequantize_int8, linear, linear_dtype, linear_form, linear_shape
+from ._opaque import box_onednn_leaves
 from ._projections import FUSED_NAMES, project
 from ._transforms import is_plain_eager, plain_or_one_grad, under_batching_or_forward_ad, under_functorch
 
-__all__ = ["COLUMNS", "FUSED_NAMES", "IGNORE_INDEX", "INT8", "MIN_PREPARED_NUMEL", "OUTPUT_BLOCK", "SCALE",
+__all__ = ["COLUMNS", "box_onednn_leaves", "FUSED_NAMES", "IGNORE_INDEX", "INT8", "MIN_PREPARED_NUMEL", "OUTPUT_BLOCK", "SCALE",
            "candidate_forms", "chunk_bytes", "dequantize_int8", "fuse_outputs", "fused_attention",
            "fused_attention_applies", "fused_loss_applies", "is_plain_eager", "kernel_choice", "linear",
            "linear_cross_entropy", "linear_dtype", "linear_form", "linear_shape", "plain_or_one_grad", "project",

@@ -42,20 +42,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _opaque
 from ._blocks_q8 import is_q8_0, q8_0_linear
+from ._columns import COLUMNS, columns_product, is_columns
 from ._int8_dynamic import int8_dynamic_linear, is_int8_dynamic
 
-COLUMNS = "columns"
 INT8, SCALE = "int8", "scale"
 # torch._weight_int8pack_mm wins over dequantize + F.linear up to about this many rows (measured on a
 # 2-core AVX512-BF16 EPYC: 0.03 against 0.09 ms at 1-8 rows of a (1536, 512) weight, 3.3 against 1.0
 # ms at 256 rows); it needs an input width that is a multiple of 16 (other widths give garbage).
 _INT8PACK_MAX_ROWS, _INT8PACK_IN_MULTIPLE = 16, 16
-
-
-def _is_columns(w: Any) -> bool:
-    return isinstance(w, dict) and set(w) == {COLUMNS} and isinstance(w[COLUMNS], list) and bool(w[COLUMNS]) \
-        and all(isinstance(block, Tensor) and block.dim() == 2 for block in w[COLUMNS])
 
 
 def _is_int8(w: Any) -> bool:
@@ -74,7 +70,7 @@ def linear_form(w: Any) -> str | None:
         if w.dim() != 2 or not (w.dtype.is_floating_point or w.dtype.is_complex):
             return None
         return "onednn" if w.layout == torch._mkldnn else "dense"
-    if _is_columns(w):
+    if is_columns(w):
         return "columns"
     if _is_int8(w):
         return "int8"
@@ -112,6 +108,8 @@ def linear_shape(w: Any, path: str = "weight") -> tuple[int, int]:
 def linear_dtype(w: Any) -> torch.dtype:
     """The dtype ``linear(x, w)`` computes in (for int8 forms: the scale's)."""
     if isinstance(w, dict):
+        if _opaque.ONEDNN_BOX in w:  # a oneDNN-blocked leaf boxed for a compiled step (``_opaque.box_onednn_leaves``)
+            return w[_opaque.ONEDNN_BOX].dtype
         return w[SCALE].dtype if SCALE in w else w[COLUMNS][0].dtype
     return w.dtype
 
@@ -133,40 +131,27 @@ def _int8(x: Tensor, w: dict) -> Tensor:
     return out.to(x.dtype).view(*x.shape[:-1], out.shape[-1])
 
 
-def _columns(x: Tensor, blocks: list[Tensor]) -> Tensor:
-    rows = x.reshape(-1, x.shape[-1])  # (N, in)
-    if len(blocks) == 1:
-        out = torch.mm(rows, blocks[0])  # (N, out)
-    else:
-        width = sum(block.shape[1] for block in blocks)
-        out = rows.new_empty(rows.shape[0], width)  # (N, out)
-        start = 0
-        for block in blocks:
-            end = start + block.shape[1]
-            if rows.shape[0] == 1:
-                torch.mm(rows, block, out=out[:, start:end])  # one row: the slice is contiguous, write in place
-            else:
-                out[:, start:end] = torch.mm(rows, block)
-            start = end
-    return out.view(*x.shape[:-1], out.shape[-1])
-
-
 def linear(x: Tensor, w: Any) -> Tensor:
     """``x @ W.T`` for a weight leaf ``w`` of any documented form. x: (..., in) -> (..., out)."""
-    if isinstance(w, Tensor):
-        if w.layout != torch._mkldnn:
-            return F.linear(x, w)  # (..., out)
-        rows = x.reshape(-1, x.shape[-1])  # (N, in)
-        out = torch.ops.mkldnn._linear_pointwise(rows, w, None, "none", [], "")  # (N, out)
-        return out.view(*x.shape[:-1], out.shape[-1])
-    if isinstance(w, dict):  # the boundary checks validated the form
-        if COLUMNS in w:
-            return _columns(x, w[COLUMNS])
-        if INT8 in w:
-            return _int8(x, w)
-        if "int8_packed" in w:
-            return int8_dynamic_linear(x, w)
-        if "q8_0" in w:
-            return q8_0_linear(x, w)
-    linear_shape(w)  # raises the error that describes the leaf
-    raise AssertionError("unreachable")
+    if isinstance(w, Tensor) and w.layout != torch._mkldnn:
+        return F.linear(x, w)  # (..., out)
+    if isinstance(w, dict) and INT8 in w:
+        return _int8(x, w)
+    if isinstance(w, dict) and "q8_0" in w:
+        return q8_0_linear(x, w)
+    rows = x.reshape(-1, x.shape[-1])  # (N, in)
+    # the packed forms: their kernels directly, or as opaque operators under a compiler (``_opaque``)
+    compiling = torch.compiler.is_compiling()
+    if isinstance(w, Tensor) or (isinstance(w, dict) and _opaque.ONEDNN_BOX in w):  # oneDNN-blocked
+        blocked = w if isinstance(w, Tensor) else w[_opaque.ONEDNN_BOX]
+        out = _opaque.onednn_linear(rows, blocked) if compiling else \
+            torch.ops.mkldnn._linear_pointwise(rows, blocked, None, "none", [], "")  # (N, out)
+    elif isinstance(w, dict) and COLUMNS in w:
+        out = _opaque.columns_linear(rows, w[COLUMNS]) if compiling else columns_product(rows, w[COLUMNS])
+    elif isinstance(w, dict) and "int8_packed" in w:
+        out = _opaque.int8_dynamic_linear(rows, w["int8_packed"], w[SCALE]) if compiling else \
+            int8_dynamic_linear(rows, w)
+    else:
+        linear_shape(w)  # raises the error that describes the leaf
+        raise AssertionError("unreachable")
+    return out.view(*x.shape[:-1], out.shape[-1])  # (..., out)
