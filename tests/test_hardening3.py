@@ -321,3 +321,107 @@ def test_any_unpickler_failure_on_a_bin_is_a_value_error_naming_it(tmp_path, mon
     monkeypatch.setattr(torch, "load", broken)
     with pytest.raises(ValueError, match=r"adapter_model.bin: not a readable PyTorch checkpoint \(IndexError"):
         load_bin(str(file))
+
+
+# ------------------------------------------------------------------ the last findings (int8 gradients, tokenizer
+# files, disk full, FIFOs, size-like options, generation_config.json)
+def _int8_forms():
+    """A float tree of in-width 32 (Q8_0 blocks are 32 wide) and the same tree with ``lm_head`` in each int8
+    form: weight-only int8, GGUF's Q8_0 and, where oneDNN has it, int8 x int8."""
+    from mt5fn.kernels import _int8_dynamic
+
+    cfg = CFG.replace(d_model=32, d_kv=8, d_ff=32, tie_word_embeddings=False)
+    params = mt5fn.init_params(cfg, seed=0)
+    head = params["lm_head"]
+    scale = head.abs().reshape(cfg.vocab_size, 1, 32).amax(-1) / 127
+    forms = {"int8": mt5fn.quantize(params, cfg)["lm_head"],
+             "q8_0": {"q8_0": torch.round(head / scale.repeat_interleave(32, 1)).to(torch.int8), "scale": scale}}
+    if _int8_dynamic.available():
+        forms["int8-dynamic"] = _int8_dynamic.pack(forms["int8"]["int8"], forms["int8"]["scale"])
+    return cfg, params, forms
+
+
+def test_gradients_through_int8_leaves_are_refused_naming_the_leaf():
+    """Torch's own errors ("only Tensors of floating point dtype can require gradients", "derivative for
+    aten::_weight_int8pack_mm is not implemented") name no leaf; the validation layer does, in every form."""
+    from mt5fn.training import train_step
+
+    cfg, params, forms = _int8_forms()
+    ids = torch.tensor([[5, 6, 7, 1]])
+    batch = {"input_ids": ids, "labels": ids}
+    for form, leaf in forms.items():
+        tree = {**params, "lm_head": leaf}
+        # the form's own scale asked to learn
+        wants = {**params, "lm_head": {key: part.detach().clone().requires_grad_(part.is_floating_point())
+                                       for key, part in leaf.items()}}
+        with pytest.raises(TypeError, match=rf"params: lm_head is an int8 weight leaf \('{form}' form\).*"
+                                            "inference-only"):
+            mt5fn.loss(wants, cfg, ids, ids)
+        # float parts differentiated, the backward would run through the int8 product
+        grads_for = {**tree, "shared": params["shared"].detach().clone().requires_grad_()}
+        with pytest.raises(TypeError, match=r"params: lm_head is an int8 weight leaf and the call differentiates "
+                                            r"\(shared requires grad\).*inference-only"):
+            mt5fn.loss(grads_for, cfg, ids, ids)
+        with pytest.raises(TypeError, match=r"params: lm_head is an int8 weight leaf; train_step.*inference-only"):
+            train_step(tree, cfg, batch)
+        with pytest.raises(TypeError, match=r"params: lm_head is an int8 weight leaf"):
+            train_step(tree, cfg, batch, trainable=lambda path: "norm" in path)
+        with pytest.raises(TypeError, match=r"params: lm_head is an int8 weight leaf"):
+            torch.func.grad(lambda shared: mt5fn.loss({**tree, "shared": shared}, cfg, ids, ids))(params["shared"])
+        # inference on the same trees is untouched
+        with torch.no_grad():
+            assert torch.isfinite(mt5fn.loss(wants, cfg, ids, ids))
+        assert torch.isfinite(mt5fn.loss(tree, cfg, ids, ids))
+
+
+def _tokenizer_folder(tmp_path, edit, tokenizer_class=None):
+    """A saved T5 tokenizer folder whose tokenizer.json went through ``edit`` (and, with
+    ``tokenizer_class``, a tokenizer_config.json naming another class)."""
+    import spm
+
+    folder = tmp_path / "tok"
+    mt5fn.Tokenizer.from_pretrained(spm.spiece_dir()).save_pretrained(folder)
+    os.remove(folder / "spiece.model")
+    data = json.loads((folder / "tokenizer.json").read_text())
+    edit(data)
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    if tokenizer_class:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": tokenizer_class}))
+    return folder
+
+
+@pytest.mark.parametrize("bad_id", ["7", 1.5, None, -1, True])
+def test_an_added_token_id_that_is_no_int_names_the_file_and_field(tmp_path, bad_id):
+    def edit(data):
+        data["added_tokens"][1]["id"] = bad_id
+
+    folder = _tokenizer_folder(tmp_path, edit)
+    with pytest.raises(ValueError, match=r"tokenizer\.json: added_tokens\[1\] .* has 'id' .*non-negative integer"):
+        mt5fn.Tokenizer.from_pretrained(folder)
+
+
+def test_a_tokenizer_json_whose_regex_panics_is_a_value_error_naming_it(tmp_path):
+    """A non-T5 tokenizer.json runs the file's own pipeline: a Split whose regex backtracks past Oniguruma's
+    retry limit makes ``tokenizers`` panic (pyo3's ``PanicException``, a ``BaseException`` that ``except
+    Exception`` misses) on the first long enough text."""
+    def edit(data):
+        data["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(a|a)*[^a]"}, "behavior": "Isolated",
+                                 "invert": False}
+
+    tokenizer = mt5fn.Tokenizer.from_pretrained(_tokenizer_folder(tmp_path, edit, "PreTrainedTokenizerFast"))
+    assert tokenizer.encode("b")  # the file is read; short texts pass
+    with pytest.raises(ValueError, match=r"tokenizer\.json: the tokenizers library failed to encode .*"
+                                         r"PanicException: .*retry-limit"):
+        tokenizer.encode("a" * 40)
+    with pytest.raises(ValueError, match=r"tokenizer\.json"):
+        tokenizer.batch_encode(["a" * 40, "b"])
+
+
+def test_a_tokenizer_json_the_library_cannot_build_is_a_value_error_naming_it(tmp_path):
+    def edit(data):
+        data["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated",
+                                 "invert": False}
+
+    with pytest.raises(ValueError, match=r"tokenizer\.json: not a tokenizer the tokenizers library can read"):
+        mt5fn.Tokenizer.from_pretrained(_tokenizer_folder(tmp_path, edit, "PreTrainedTokenizerFast"))

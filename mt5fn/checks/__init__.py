@@ -20,7 +20,7 @@ from ._json import MAX_DEPTH, check_depth, read_json, text_encoding, utf8_body
 from ..kernels import is_plain_eager
 from ._tensors import (ID_DTYPES, IGNORE_INDEX, check_cache_tensors, check_generator, check_hidden, check_ids,
                        check_mask, check_same_batch)
-from ._tree import PARAM_DTYPES, check_params, params_device, params_dtype
+from ._tree import INT8_FORMS, INT8_ONLY, PARAM_DTYPES, check_params, int8_leaf, params_device, params_dtype
 from ._values import (MAX_SEED, SCALE_RANGE, check_bool, check_device, check_dropout, check_int,
                       check_length_penalty, check_optional_int, check_real, check_rows, check_scale, check_seed, is_int,
                       is_real, short_repr)
@@ -30,4 +30,4 @@ __all__ = ["ID_DTYPES", "IGNORE_INDEX", "MAX_SEED", "PARAM_DTYPES", "SCALE_RANGE
            "check_int", "check_length_penalty", "check_mask", "check_optional_int", "check_params", "check_real",
            "check_rows", "check_same_batch", "check_scale", "check_seed", "is_int", "is_plain_eager", "is_real",
            "params_device", "params_dtype", "preflight", "read_json", "short_repr", "check_depth", "text_encoding",
-           "utf8_body", "MAX_DEPTH"]
+           "utf8_body", "MAX_DEPTH", "INT8_FORMS", "INT8_ONLY", "int8_leaf"]

@@ -17,6 +17,12 @@ from ..kernels import linear_dtype, linear_form, linear_shape
 if TYPE_CHECKING:
     from ..model import MT5Config
 
+# Weight-leaf forms that store int8 values: inference only (no backward through their products).
+INT8_FORMS = ("int8", "int8-dynamic", "q8_0")
+INT8_ONLY = ("int8 forms are inference-only and nothing is differentiated through them; train the float "
+             "tree (mt5fn.dequantize(params, cfg) gives one; LoRA adapts float trees only) and quantize "
+             "afterwards, or run this call under torch.no_grad()")
+
 # Floating dtypes a parameter leaf may have.
 PARAM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -26,6 +32,7 @@ class _Dtypes:
 
     def __init__(self, shared: Tensor) -> None:
         self.dtype, self.device = shared.dtype, shared.device
+        self.int8: str | None = None  # the first int8-form leaf's path (int8, int8-dynamic, q8_0)
 
     def check(self, path: str, dtype: torch.dtype, device: torch.device, *, may_be_float32: bool = False) -> None:
         if dtype not in PARAM_DTYPES:
@@ -60,11 +67,14 @@ def _weight(path: str, node: Any, shape: tuple[int, int], seen: _Dtypes, *, may_
     got = linear_shape(node, f"params: {path}")
     if got != shape:
         raise ValueError(f"params: {path} has (out, in) = {got} but the config needs {shape}")
-    if isinstance(node, dict) and ("int8" in node or "q8_0" in node) and (
-            node["scale"].requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(node["scale"])):
-        raise TypeError(f"params: {path} is an int8 weight leaf: quantized weights are for inference and have "
-                        "no gradient (differentiate the float parameters, or use LoRA adapters on them)")
     form = linear_form(node)
+    if form in INT8_FORMS:
+        seen.int8 = seen.int8 or path
+        if torch.is_grad_enabled():
+            for key, part in sorted(node.items()):
+                if isinstance(part, Tensor) and part.requires_grad:
+                    raise TypeError(f"params: {path} is an int8 weight leaf ({form!r} form) and its {key!r} "
+                                    f"requires grad: {INT8_ONLY}")
     if form == "dense" and node.layout != torch.strided:
         raise TypeError(f"params: {path} must be a dense (strided) tensor, got layout {node.layout}")
     if form in ("dense", "onednn"):
@@ -182,6 +192,35 @@ def check_params(params: Any, cfg: MT5Config, *, need_decoder: bool = False) -> 
                          "only); this function needs the decoder")
     if "lm_head" in params:
         _weight("lm_head", params["lm_head"], (cfg.vocab_size, cfg.d_model), seen)
+    if seen.int8 is not None and torch.is_grad_enabled():
+        tracked = next((path for path, leaf in _leaves(params) if leaf.requires_grad), None)
+        if tracked is not None:
+            raise TypeError(f"params: {seen.int8} is an int8 weight leaf and the call differentiates "
+                            f"({tracked} requires grad), which would run a backward through it: {INT8_ONLY}")
+
+
+def int8_leaf(params: Any) -> str | None:
+    """The dotted path of the first int8-form weight leaf of ``params`` (any tree), or None."""
+    if isinstance(params, dict) and linear_form(params) in INT8_FORMS:
+        return ""
+    children = params.items() if isinstance(params, dict) else enumerate(params) \
+        if isinstance(params, (list, tuple)) else ()
+    for key, child in children:
+        found = int8_leaf(child)
+        if found is not None:
+            return f"{key}.{found}" if found else str(key)
+    return None
+
+
+def _leaves(node: Any, prefix: str = ""):
+    if isinstance(node, Tensor):
+        yield prefix, node
+    elif isinstance(node, dict):
+        for key, child in node.items():
+            yield from _leaves(child, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, (list, tuple)):
+        for index, child in enumerate(node):
+            yield from _leaves(child, f"{prefix}.{index}" if prefix else str(index))
 
 
 def params_dtype(params: dict) -> torch.dtype:

@@ -30,7 +30,8 @@ from ..checks import check_bool, check_int, check_optional_int, is_int
 from ..checkpoint import atomic_write_bytes, checked_path
 from . import _files as F
 from ._byt5 import ByteBackend
-from ._unigram import T5_CLASSES, from_spiece, from_tokenizer_json, parse_spiece
+from ._unigram import (T5_CLASSES, describe_failure, from_spiece, from_tokenizer_json, library_failure,
+                       parse_spiece)
 
 _SENTINEL = re.compile(r"^<extra_id_(\d+)>$")
 # transformers' clean_up_tokenization: spaces dropped before punctuation and English contractions.
@@ -42,7 +43,7 @@ class _LibraryBackend:
     """A ``tokenizers.Tokenizer`` (built from spiece.model or read from tokenizer.json)."""
 
     def __init__(self, tokenizer: Any, kind: str, specials: dict[str, str], origin: str, model: bytes | None = None):
-        self.tokenizer, self.kind, self.model = tokenizer, kind, model
+        self.tokenizer, self.kind, self.model, self.origin = tokenizer, kind, model, origin
         self.tokenizer_class = "T5Tokenizer"
         self.size = tokenizer.get_vocab_size(with_added_tokens=True)
         ids = {key: tokenizer.token_to_id(token) for key, token in specials.items()}
@@ -63,10 +64,25 @@ class _LibraryBackend:
         return self.tokenizer.token_to_id(token)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+        try:
+            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        except BaseException as error:  # e.g. a file's regex past Oniguruma's retry limit: a Rust panic
+            raise self._failed("encode", error) from None
+        return [encoding.ids for encoding in encodings]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        try:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        except BaseException as error:
+            raise self._failed("decode", error) from None
+
+    def _failed(self, what: str, error: BaseException) -> BaseException:
+        """A ``ValueError`` naming the tokenizer's file for what the library raised (a pyo3
+        ``PanicException`` is a ``BaseException`` that ``except Exception`` misses); interrupts pass."""
+        if not library_failure(error):
+            return error
+        return ValueError(f"{self.origin}: the tokenizers library failed to {what} with this tokenizer "
+                          f"({describe_failure(error)})")
 
 
 def _check_text(name: str, text: Any) -> str:

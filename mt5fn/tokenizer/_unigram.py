@@ -26,7 +26,7 @@ import base64
 import json
 from typing import Any
 
-from ..checks import is_int
+from ..checks import is_int, short_repr
 
 _METASPACE = "\u2581"
 T5_CLASSES = ("T5Tokenizer", "T5TokenizerFast", "MT5Tokenizer", "MT5TokenizerFast", "UMT5Tokenizer",
@@ -120,14 +120,17 @@ def from_tokenizer_json(text: str, origin: str, t5: bool, specials: dict[str, st
     if not t5 or model.get("type") != "Unigram":
         try:
             return Tokenizer.from_str(text)
-        except Exception as error:  # the Rust side raises plain Exception subclasses
-            raise ValueError(f"{origin}: not a tokenizer the tokenizers library can read ({error})") from None
+        except BaseException as error:  # plain Exceptions, and a pyo3 PanicException (a BaseException)
+            if not library_failure(error):
+                raise
+            raise ValueError(f"{origin}: not a tokenizer the tokenizers library can read "
+                             f"({describe_failure(error)})") from None
     vocab = model.get("vocab")
     if not isinstance(vocab, list) or not all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
                                               and isinstance(v[1], (int, float)) for v in vocab):
         raise ValueError(f"{origin}: the Unigram model's 'vocab' is not a list of [piece, score] pairs")
     charsmap = _precompiled_charsmap(data.get("normalizer"))
-    added = [t for t in data.get("added_tokens") or [] if isinstance(t, dict) and isinstance(t.get("content"), str)]
+    added = _added_tokens(data.get("added_tokens"), origin)
     added.sort(key=lambda t: t.get("id", 0))
     unk_id = model.get("unk_id")
     if not is_int(unk_id, 0, len(vocab) - 1):
@@ -136,6 +139,41 @@ def from_tokenizer_json(text: str, origin: str, t5: bool, specials: dict[str, st
         return t5_pipeline([(p, float(s)) for p, s in vocab], unk_id, charsmap, added, specials["eos_token"])
     except ValueError as error:
         raise ValueError(f"{origin}: {error}") from None
+    except BaseException as error:  # the library's own (Exception or pyo3 PanicException)
+        if not library_failure(error):
+            raise
+        raise ValueError(f"{origin}: not a tokenizer the tokenizers library can read "
+                         f"({describe_failure(error)})") from None
+
+
+def _added_tokens(entries: Any, origin: str) -> list[dict[str, Any]]:
+    """A tokenizer.json's ``added_tokens``: the entries with a string ``content``, each ``id`` (when
+    given) a non-negative int -- a string id would otherwise end in a bare "'<' not supported"."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ValueError(f"{origin}: 'added_tokens' must be a list of token objects, got {type(entries).__name__}")
+    added = []
+    for index, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("content"), str)):
+            continue
+        if "id" in entry and not is_int(entry["id"], 0):
+            raise ValueError(f"{origin}: added_tokens[{index}] ({entry['content']!r}) has 'id' "
+                             f"{short_repr(entry['id'])}; an id is a non-negative integer")
+        added.append(entry)
+    return added
+
+
+def library_failure(error: BaseException) -> bool:
+    """An error the ``tokenizers`` library raised: any ``Exception``, or a Rust panic surfacing as pyo3's
+    ``PanicException`` (a ``BaseException``); never an interrupt or an exit."""
+    return not isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
+def describe_failure(error: BaseException) -> str:
+    """``Type: first line of the message`` (a panic's message can span lines)."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}".rstrip(": ")
 
 
 def _precompiled_charsmap(normalizer: Any) -> bytes | None:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from ..checks import check_bool, check_params, check_real
+from ..checks import INT8_ONLY, check_bool, check_params, check_real, int8_leaf
 from ..functional import IGNORE_INDEX
 from ..model import MT5Config, check_config, flatten_params, iter_leaves, tree_map
 from ..model import loss as model_loss
@@ -216,6 +216,10 @@ def train_step(params: dict, cfg: MT5Config, micro_batches: Any, *, dropout_rate
     """
     check_config(cfg)
     check_params(params, cfg, need_decoder=True)
+    quantized = int8_leaf(params)
+    if quantized is not None:  # the step's backward would run through it (torch's error would not name it)
+        raise TypeError(f"params: {quantized} is an int8 weight leaf; train_step differentiates the model: "
+                        f"{INT8_ONLY}")
     batches = _check_micro_batches(micro_batches)
     if max_grad_norm is not None:
         check_real("max_grad_norm", max_grad_norm, above=0.0, words="a positive number or None")
