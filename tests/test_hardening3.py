@@ -425,3 +425,116 @@ def test_a_tokenizer_json_the_library_cannot_build_is_a_value_error_naming_it(tm
 
     with pytest.raises(ValueError, match=r"tokenizer\.json: not a tokenizer the tokenizers library can read"):
         mt5fn.Tokenizer.from_pretrained(_tokenizer_folder(tmp_path, edit, "PreTrainedTokenizerFast"))
+
+
+def _disk_full_writer(monkeypatch, after: int = 0):
+    """``safetensors``' writer fails as it does on a full disk (a ``SafetensorError`` naming the os error, no
+    file) from its ``after + 1``-th call on."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real, calls = safetensors.torch.save_file, []
+
+    def full(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+
+
+def _digests(folder):
+    import hashlib
+
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("where", ["weights", "fsync"])
+def test_a_disk_that_fills_during_convert_is_one_line_naming_the_output(tmp_path, params, monkeypatch, where):
+    import errno
+
+    import train_fixtures
+
+    mt5fn.save_pretrained(params, CFG, tmp_path / "src")
+    assert train_fixtures.run_cli("convert", tmp_path / "src", tmp_path / "dst")[0] == 0
+    before = _digests(tmp_path / "dst")
+    if where == "weights":
+        _disk_full_writer(monkeypatch)
+    else:  # a delayed allocation failing at fsync: a bare OSError naming no file
+        def full(root):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(_atomic, "fsync_tree", full)
+    code, err = train_fixtures.run_cli("convert", tmp_path / "src", tmp_path / "dst", "--dtype", "float16")
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert err.startswith("mt5fn convert: error:") and "No space left on device" in err
+    assert str(tmp_path / "dst") in err and ".tmp-" not in err, err
+    assert _digests(tmp_path / "dst") == before  # the previous version, whole
+    assert sorted(os.listdir(tmp_path)) == ["dst", "src"]  # no temporary folder left
+
+
+def test_a_disk_that_fills_during_a_training_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import train_fixtures
+
+    data = train_fixtures.write_data(str(tmp_path / "data"), count=8)
+    out = tmp_path / "run"
+    _disk_full_writer(monkeypatch, after=1)  # the step-2 save writes; the step-4 one finds the disk full
+    code, err = train_fixtures.run_cli("train", "--data", data["pairs"], "--out", out, "--config", data["config"],
+                                       "--tokenizer", _spiece_dir(), "--steps", "4", "--save-every", "2",
+                                       "--batch-size", "2", "--mode", "supervised")
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert code != 0 and len(errors) == 1 and "Traceback" not in err, err
+    assert "No space left on device" in errors[0] and str(out / "step-00000004") in errors[0], errors
+    assert (out / "latest").read_text().strip() == "step-00000002"
+    assert sorted(name for name in os.listdir(out) if name.startswith((".", "step"))) == ["step-00000002"]
+    cfg, _ = mt5fn.load_pretrained(out / "step-00000002")
+    monkeypatch.undo()
+    code, err = train_fixtures.run_cli("train", "--data", data["pairs"], "--out", out, "--config", data["config"],
+                                       "--tokenizer", _spiece_dir(), "--steps", "4", "--save-every", "2",
+                                       "--batch-size", "2", "--mode", "supervised", "--resume")
+    assert code == 0, err
+    assert (out / "latest").read_text().strip() == "step-00000004"
+
+
+def _spiece_dir():
+    import spm
+
+    return spm.spiece_dir()
+
+
+@pytest.mark.parametrize("kind", ["path", "config.json in a folder"])
+def test_info_on_a_fifo_refuses_at_once_in_one_line(tmp_path, params, kind):
+    import subprocess
+    import sys
+
+    if kind == "path":
+        path = tmp_path / "weights.safetensors"
+        os.mkfifo(path)
+    else:
+        path = tmp_path / "model"
+        mt5fn.save_pretrained(params, CFG, path)
+        os.remove(path / "config.json")
+        os.mkfifo(path / "config.json")
+    try:  # a FIFO nobody writes to: a reader that opens it blocks; the timeout fails the test, not the suite
+        run = subprocess.run([sys.executable, "-m", "mt5fn", "info", str(path)], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"mt5fn info {path} blocked on the FIFO")
+    assert run.returncode != 0 and len(run.stderr.splitlines()) == 1, run.stderr
+    assert "FIFO" in run.stderr and ("weights.safetensors" in run.stderr or "config.json" in run.stderr)
+
+
+def test_saved_weights_follow_the_umask_like_every_other_file(tmp_path, params):
+    """safetensors' own writer creates 0600 files: a checkpoint's weights were private while its
+    config.json followed the umask."""
+    old = os.umask(0o022)
+    try:
+        mt5fn.save_pretrained(params, CFG, tmp_path / "model")
+        mt5fn.save_pretrained(params, CFG, tmp_path / "sharded", max_shard_size=2000)
+    finally:
+        os.umask(old)
+    for folder in ("model", "sharded"):
+        modes = {name: stat.S_IMODE(os.stat(tmp_path / folder / name).st_mode)
+                 for name in os.listdir(tmp_path / folder)}
+        assert set(modes.values()) == {0o644}, modes

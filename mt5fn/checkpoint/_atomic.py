@@ -61,7 +61,7 @@ import stat
 import tempfile
 import threading
 import uuid
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 # Named moments of a directory save; tests kill a writer at each one (see ``_step``).
 STEPS = ("locked", "recovered", "written", "synced", "marked", "exchanged", "set-aside", "moved-aside",
@@ -101,6 +101,23 @@ def fsync_tree(root: str) -> None:
 MARKER = ".mt5fn-save-in-progress"
 
 
+def special_kind(mode: int) -> str:
+    """What a non-regular, non-directory file is, in words (``"a FIFO"``, ``"a device"``, ...)."""
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def check_input_path(path: str, what: str) -> None:
+    """An input ``path`` (after links) that is neither a directory nor a regular file -- a FIFO, a device, a
+    socket -- is refused before anything opens it: reading a FIFO would block until some writer came."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # missing or unreadable: the caller's own error names it
+    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+        raise ValueError(f"path: {path} is {special_kind(info.st_mode)}, not {what}; nothing was read from it")
+
+
 def check_output_target(path: str | os.PathLike, kind: str = "file", flag: str = "path") -> str:
     """The resolved place a write to ``path`` replaces (symbolic links followed), after checking the
     output rule (module docstring): an existing file output is a regular file, an existing folder output
@@ -117,9 +134,7 @@ def check_output_target(path: str | os.PathLike, kind: str = "file", flag: str =
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(f"{flag}: {shown} is a directory; give a file name")
         if not stat.S_ISREG(info.st_mode):
-            what = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
-                    or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
-                    else "not a regular file")
+            what = special_kind(info.st_mode)
             raise OSError(f"{flag}: {shown} is {what} ({target}); outputs are written only to regular files")
     else:
         if not stat.S_ISDIR(info.st_mode):
@@ -191,11 +206,29 @@ def atomic_write_file(path: str, write: Callable[[str], None]) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(error, OSError) and error.filename is None:  # e.g. a disk that filled: name the output
+            raise named(error, path) from None
         raise
     _fsync_path(os.path.dirname(path), directory=True)
+
+
+def _within(name: Any, folder: str) -> bool:
+    return isinstance(name, str) and (name == folder or name.startswith(folder + os.sep))
+
+
+def named(error: BaseException, path: str, force: bool = False) -> BaseException:
+    """An ``OSError`` that names no file (``[Errno 28] No space left on device`` from a ``write``), or with
+    ``force`` one naming a temporary file, as the same error naming ``path``, the output it was writing;
+    anything else as it is."""
+    if isinstance(error, OSError) and (error.filename is None or force) and error.errno is not None:
+        try:
+            return type(error)(error.errno, error.strerror or os.strerror(error.errno), path)
+        except TypeError:  # a subclass with its own constructor
+            return OSError(error.errno, error.strerror or os.strerror(error.errno), path)
+    return error
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -495,8 +528,10 @@ def atomic_directory(path: str | os.PathLike, keep: Callable[[str], bool] | None
                     _carry_over(target, tmp, keep)
                 fsync_tree(tmp)
                 _step("synced")
-            except BaseException:
+            except BaseException as error:
                 shutil.rmtree(tmp, ignore_errors=True)
+                if isinstance(error, OSError) and (error.filename is None or _within(error.filename, tmp)):
+                    raise named(error, target, force=True) from None  # e.g. a full disk: the output, not a temp
                 raise
             _commit(target, tmp)
             if in_cwd:  # the old folder the cwd pointed at is deleted: move onto the new version

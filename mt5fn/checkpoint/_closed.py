@@ -19,6 +19,7 @@ sees the folder replaced between its first and last file starts again.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -55,12 +56,25 @@ def checked_path(directory: str, name: str) -> str:
     real = os.path.realpath(full)
     roots = allowed_roots(directory)
     if any(_inside(real, root) for root in roots):
+        _no_special_file(full)
         return full
     link = full if os.path.islink(full) else _first_link(directory, name)
     points = os.readlink(link) if link and os.path.islink(link) else real
     where = "the checkpoint directory" + (" or its Hugging Face cache repository" if len(roots) > 1 else "")
     raise ValueError(f"{link or full}: a symbolic link to {points!r} ({real}), outside {where} "
                      f"{roots[-1]!r}; refused (a checkpoint may only link to its own files)")
+
+
+def _no_special_file(full: str) -> None:
+    """A FIFO, device or socket in a folder is refused by name: opening a FIFO blocks until a writer comes."""
+    try:
+        mode = os.stat(full).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        what = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise ValueError(f"{full}: {what}, not a file of the folder; nothing was read from it")
 
 
 def _first_link(directory: str, name: str) -> str | None:

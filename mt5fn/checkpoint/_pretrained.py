@@ -59,7 +59,7 @@ from torch import Tensor
 
 from . import _fp8
 from . import _safetensors_io as st
-from ._atomic import atomic_directory, recover_directory
+from ._atomic import atomic_directory, check_input_path, recover_directory
 from ._closed import _identity, checked_path
 from ._folder_names import TOKENIZER_FILES
 from ._hf_names import _same_tensor, has_decoder_names, has_encoder_names, match_names, to_hf_state_dict
@@ -112,6 +112,7 @@ def _check_path(path: Any) -> str:
         recover_directory(path)  # a save killed mid-swap left the directory under a hidden name
     if not os.path.exists(path):
         raise FileNotFoundError(f"path: no such checkpoint directory or file {path!r}")
+    check_input_path(path, "a checkpoint directory or a weights file")
     return path
 
 

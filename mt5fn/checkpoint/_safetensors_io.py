@@ -79,6 +79,21 @@ def write_safetensors(tensors: dict[str, Tensor], folder: str, max_bytes: int) -
     """Write ``tensors`` (no two sharing storage) into ``folder``; returns the file names written."""
     from safetensors.torch import save_file
 
+    def save_file(part: dict[str, Tensor], file: str, metadata: dict[str, str]) -> None:
+        from safetensors.torch import save_file as write
+
+        try:
+            write(part, file, metadata=metadata)
+        except Exception as error:  # SafetensorError("... I/O error: No space left on device (os error 28)")
+            code = re.search(r"\(os error (\d+)\)", str(error))
+            if code is None or isinstance(error, OSError):
+                raise
+            number = int(code.group(1))
+            raise OSError(number, f"{os.strerror(number)} (writing {os.path.basename(file)})") from None
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(file, 0o666 & ~mask)  # the library's writer creates 0600; new files follow the umask
+
     shards = plan_shards(tensors, max_bytes)
     metadata = {"format": "pt"}
     if len(shards) == 1:
