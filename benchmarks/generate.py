@@ -17,9 +17,10 @@ Engines (all in this process; ``--previous`` adds one in another):
 * ``mt5fn-held`` -- on a ``prepare_decoding`` tree made once for the case's rows;
 * ``mt5fn-bf16`` / ``mt5fn-int8`` -- held trees of the bf16-cast weights and of
   ``mt5fn.quantize(params, cfg, "int8")``;
-* ``mt5fn-compiled`` -- ``generate(..., compile=True)`` on the plain float32
-  pytree: the step through ``torch.compile``; its warm-up column is the compile
-  time (once per case shape), its median the compiled decoding;
+* ``mt5fn-compiled`` / ``mt5fn-bf16-compiled`` / ``mt5fn-int8-compiled`` --
+  ``generate(..., compile=True)`` on the held fp32 / bf16 / int8 tree: the step
+  through ``torch.compile``; its warm-up column is the compile time (once per
+  case shape), its median the compiled decoding;
 * ``transformers`` / ``transformers-bf16`` -- its ``generate`` on the same
   checkpoint in float32 and in bfloat16 (``torch_dtype``);
 * ``ct2`` / ``ct2-int8`` -- CTranslate2 (optional: ``pip install ctranslate2``)
@@ -60,7 +61,8 @@ import mt5fn
 SOURCE_LENGTH, NEW_TOKENS, LONG_LENGTH = 32, 32, 4096
 CASES = {"greedy1": dict(batch=1, num_beams=1), "greedy8": dict(batch=8, num_beams=1),
          "beam4": dict(batch=1, num_beams=4)}
-ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-held-worker", "mt5fn-bf16", "mt5fn-int8", "mt5fn-compiled", "transformers",
+ENGINES = ("mt5fn", "mt5fn-held", "mt5fn-held-worker", "mt5fn-bf16", "mt5fn-int8", "mt5fn-compiled",
+           "mt5fn-bf16-compiled", "mt5fn-int8-compiled", "transformers",
            "transformers-bf16", "ct2", "ct2-int8", "llama.cpp-f32", "llama.cpp-f16", "llama.cpp-q8_0")
 # --engines llama.cpp names all three GGUF types
 ALIASES = {"llama.cpp": ("llama.cpp-f32", "llama.cpp-f16", "llama.cpp-q8_0")}
@@ -201,7 +203,7 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
              "mt5fn-int8": lambda: mt5fn.quantize(params, cfg, "int8")}
     made = {name: make() for name, make in trees.items() if name in wanted}
 
-    def mt5fn_engine(name: str | None) -> Callable:
+    def mt5fn_engine(name: str | None, compile: bool = False) -> Callable:
         def run(batch: int, num_beams: int) -> list[int]:
             tree = params
             if name is not None:
@@ -210,21 +212,19 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
                     prepared[key] = mt5fn.prepare_decoding(made[name], cfg, rows=batch * num_beams)
                 tree = prepared[key]
             out = mt5fn.generate(tree, cfg, sources[:batch], max_new_tokens=NEW_TOKENS,
-                                 min_new_tokens=NEW_TOKENS, num_beams=num_beams)
+                                 min_new_tokens=NEW_TOKENS, num_beams=num_beams, compile=compile)
             return out[0, 1:].tolist()
         return run
 
     if "mt5fn" in wanted:
         engines["mt5fn"] = mt5fn_engine(None)
-    if "mt5fn-compiled" in wanted:
-        def run_compiled(batch: int, num_beams: int) -> list[int]:
-            out = mt5fn.generate(params, cfg, sources[:batch], max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                                 num_beams=num_beams, compile=True)
-            return out[0, 1:].tolist()
-
-        engines["mt5fn-compiled"] = run_compiled
     for name in made:
         engines[name] = mt5fn_engine(name)
+    for name, tree in (("mt5fn-compiled", "mt5fn-held"), ("mt5fn-bf16-compiled", "mt5fn-bf16"),
+                       ("mt5fn-int8-compiled", "mt5fn-int8")):
+        if name in wanted:  # the held tree of the same precision, compiled
+            made.setdefault(tree, trees[tree]())
+            engines[name] = mt5fn_engine(tree, compile=True)
 
     checkpoint = os.path.join(tmp, "hf")
     hf_wanted = {"transformers", "transformers-bf16", "ct2", "ct2-int8", *ALIASES["llama.cpp"]} & wanted
@@ -327,7 +327,8 @@ def print_table(table: dict, engines: list[str], floors: dict[str, float]) -> No
     print(f"\nratios to {base} (lower is faster for mt5fn):")
     pairs = [("mt5fn-held-worker", "previous"), ("mt5fn-held", "previous"), ("mt5fn-held", "ct2"), ("mt5fn-held", "transformers"),
              ("mt5fn-int8", "ct2-int8"), ("mt5fn-bf16", "transformers-bf16"), ("mt5fn-bf16", "mt5fn-held"),
-             ("mt5fn-int8", "mt5fn-held"), ("mt5fn-compiled", "mt5fn-held"), ("mt5fn-compiled", "mt5fn"),
+             ("mt5fn-int8", "mt5fn-held"), ("mt5fn-compiled", "mt5fn-held"), ("mt5fn-bf16-compiled", "mt5fn-bf16"),
+             ("mt5fn-int8-compiled", "mt5fn-int8"),
              ("mt5fn-held", "llama.cpp-f32"), ("mt5fn-bf16", "llama.cpp-f16"), ("mt5fn-int8", "llama.cpp-q8_0")]
     for case, row in table.items():
         parts = [f"{a}/{b} {row[a]['median'] / row[b]['median']:.2f}x" for a, b in pairs if a in row and b in row]

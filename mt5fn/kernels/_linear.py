@@ -31,7 +31,10 @@ form                                        product
 Forms other than the plain tensor are inference layouts: they are made by
 public pure functions (``mt5fn.prepare_decoding``) and never hold gradients.
 ``linear_shape`` gives any form's logical ``(out, in)`` and refuses an unknown
-one, so the boundary checks can name the path of a bad leaf.
+one, so the boundary checks can name the path of a bad leaf. Under
+``torch.compile`` the packed forms (oneDNN-blocked, column blocks, int8 x int8)
+run as opaque custom operators (``_opaque``), so a compiled decoding step keeps
+the kernels the decoding layout chose.
 """
 
 from __future__ import annotations
