@@ -163,3 +163,23 @@ def test_a_tree_already_in_the_int8_x_int8_form_decodes():
     out = mt5fn.generate(tree, cfg, ids, max_new_tokens=4)
     prepared = mt5fn.prepare_decoding(tree, cfg, rows=2)
     assert torch.equal(mt5fn.generate(prepared, cfg, ids, max_new_tokens=4), out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_one_row_int8_x_int8_product_is_a_row_of_the_many_row_one(dtype):
+    """One row takes its own path (oneDNN applies the row's scale and writes x's dtype): the same values as
+    that row inside a product of several rows, to the dtype's round-off."""
+    from mt5fn.kernels._int8_dynamic import available, int8_dynamic_linear, pack
+    if not available():
+        pytest.skip("this torch build has no oneDNN int8 linear")
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=generator)
+    scale = weight.abs().amax(1) / 127
+    leaf = pack((weight / scale[:, None]).round().to(torch.int8), scale.to(dtype))
+    rows = torch.randn(5, 64, generator=generator).to(dtype)
+    many = int8_dynamic_linear(rows, leaf)  # (5, 96)
+    for index in range(5):
+        one = int8_dynamic_linear(rows[index:index + 1], leaf)  # (1, 96)
+        assert one.dtype == dtype and one.shape == (1, 96)
+        tolerance = 4 * torch.finfo(dtype).eps * many[index].abs().max()
+        assert (one[0].float() - many[index].float()).abs().max() <= tolerance

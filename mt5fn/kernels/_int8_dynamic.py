@@ -55,9 +55,16 @@ def int8_dynamic_linear(x: Tensor, w: dict) -> Tensor:
     rows = x.reshape(-1, x.shape[-1]).float()  # (N, in)
     row_scale = rows.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / _QMAX  # (N, 1)
     quantized = torch.round(rows / row_scale).to(torch.int8)  # (N, in), |q| <= 127
+    zero = torch.zeros((), dtype=torch.long)
+    if rows.shape[0] == 1:
+        # one row: its scale is the tensor's, so oneDNN applies it and writes x's dtype at once (a decoding
+        # step's head: no extra passes over the (1, V) logits; the same values as the general path)
+        out = torch.ops.onednn.qlinear_pointwise.tensor(quantized, row_scale.reshape(()), zero, w[PACKED],
+                                                        w[SCALE].float(), zero, None, 1.0, 0, x.dtype,
+                                                        "none", [], "")  # (1, out)
+        return out.view(*x.shape[:-1], out.shape[-1])
     # input scale 1 and zero point 0: oneDNN returns int32 sums times the weight's scales, in float32
-    out = torch.ops.onednn.qlinear_pointwise(quantized, 1.0, 0, w[PACKED], w[SCALE].float(),
-                                             torch.zeros((), dtype=torch.long), None, 1.0, 0, torch.float32,
-                                             "none", [], "")  # (N, out)
+    out = torch.ops.onednn.qlinear_pointwise(quantized, 1.0, 0, w[PACKED], w[SCALE].float(), zero, None, 1.0, 0,
+                                             torch.float32, "none", [], "")  # (N, out)
     out = out * row_scale  # (N, out)
     return out.to(x.dtype).view(*x.shape[:-1], out.shape[-1])
