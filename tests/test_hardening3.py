@@ -538,3 +538,90 @@ def test_saved_weights_follow_the_umask_like_every_other_file(tmp_path, params):
         modes = {name: stat.S_IMODE(os.stat(tmp_path / folder / name).st_mode)
                  for name in os.listdir(tmp_path / folder)}
         assert set(modes.values()) == {0o644}, modes
+
+
+def test_generation_config_json_keeps_every_eos_id(tmp_path, params):
+    """save_pretrained wrote only the first of several EOS ids into generation_config.json, which is where
+    transformers' ``generate`` reads them; the list goes there now, and load_pretrained reads it back."""
+    transformers = pytest.importorskip("transformers")
+    cfg = CFG.replace(eos_token_id=(3, 1))
+    mt5fn.save_pretrained(params, cfg, tmp_path / "model")
+    written = json.loads((tmp_path / "model" / "generation_config.json").read_text())
+    assert written["eos_token_id"] == [3, 1]
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "model").eos_token_id == [3, 1]
+    loaded, _ = mt5fn.load_pretrained(tmp_path / "model")
+    assert loaded.eos_token_ids == (3, 1) and loaded == cfg
+    # a list only in generation_config.json (config.json keeps one int, as older writers do) is read too
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "eos_token_id": 3}))
+    assert mt5fn.load_pretrained(tmp_path / "model")[0].eos_token_ids == (3, 1)
+    (tmp_path / "model" / "generation_config.json").write_text(json.dumps({**written, "eos_token_id": ["3"]}))
+    with pytest.raises(ValueError, match=r"generation_config\.json: eos_token_id \['3'\]"):
+        mt5fn.load_pretrained(tmp_path / "model")
+    # one id stays an int, as transformers writes it
+    mt5fn.save_pretrained(params, CFG, tmp_path / "single")
+    assert json.loads((tmp_path / "single" / "generation_config.json").read_text())["eos_token_id"] == 1
+
+
+def _train_subprocess(tmp_path, *extra, timeout=120):
+    """``mt5fn train`` in a real process with the memory bound lifted (so only the time bound under test
+    can stop it), killed after ``timeout`` seconds: a loop that runs N times fails the test, not the suite."""
+    import subprocess
+    import sys
+
+    import spm
+    import train_fixtures
+
+    data = train_fixtures.write_data(str(tmp_path / "data"), count=8)
+    argv = [sys.executable, "-m", "mt5fn", "train", "--config", data["config"], "--tokenizer", spm.spiece_dir(),
+            "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", *extra]
+    argv = [data["pairs"] if a == "{pairs}" else data["text"] if a == "{text}" else a for a in argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MT5FN_MAX_BUFFER_BYTES": str(10 ** 15)}
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"mt5fn train {' '.join(extra)} still ran after {timeout} s")
+
+
+@pytest.mark.parametrize("mode", ["supervised", "span"])
+def test_a_shuffle_buffer_beyond_the_data_is_refused_after_one_pass(tmp_path, mode):
+    """``--shuffle-buffer 10**6`` over 8 records fits the memory bound (lifted here) but went round the data
+    10**5 times filling the buffer before the first step; now the fill stops within a couple of passes."""
+    data = "{pairs}" if mode == "supervised" else "{text}"
+    run = _train_subprocess(tmp_path, "--data", data, "--mode", mode, "--streaming", "--shuffle-buffer", "1000000")
+    errors = [line for line in run.stderr.splitlines() if "error" in line]
+    assert run.returncode != 0 and len(errors) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "--shuffle-buffer 1000000" in errors[0] and "per pass" in errors[0], errors
+
+
+def test_a_shuffle_buffer_the_data_fills_still_trains(tmp_path):
+    import spm
+    import train_fixtures
+
+    data = train_fixtures.write_data(str(tmp_path / "data"), count=8)
+    code, err = train_fixtures.run_cli("train", "--data", data["pairs"], "--mode", "supervised", "--streaming",
+                                       "--shuffle-buffer", "8", "--config", data["config"], "--tokenizer",
+                                       spm.spiece_dir(), "--out", tmp_path / "run", "--steps", "3",
+                                       "--batch-size", "2", "--seed", "0")
+    assert code == 0, err
+
+
+def test_a_huge_max_input_length_costs_only_the_data_it_holds(tmp_path):
+    """With the memory bound lifted, ``--max-input-length 30000`` over short records must cost what the
+    records cost: batches are as long as their longest example and every per-token loop runs over the
+    tokens the data has (a naive padding to the option, or a loop up to it, would run out of the time)."""
+    run = _train_subprocess(tmp_path, "--data", "{pairs}", "--mode", "supervised", "--max-input-length", "30000",
+                            timeout=90)
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_deeply_nested_tokenizer_json_is_a_value_error_naming_it(tmp_path):
+    """The config readers bounded their nesting; tokenizer.json was parsed on its own and ended in a
+    RecursionError naming no file."""
+    def edit(data):
+        data.clear()
+
+    folder = _tokenizer_folder(tmp_path, edit)
+    (folder / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"tokenizer\.json: JSON nested"):
+        mt5fn.Tokenizer.from_pretrained(folder)

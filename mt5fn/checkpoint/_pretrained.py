@@ -117,13 +117,30 @@ def _check_path(path: Any) -> str:
 
 
 def read_config(path: str) -> MT5Config:
-    """``MT5Config`` from ``path/config.json``; errors name the file."""
+    """``MT5Config`` from ``path/config.json``; errors name the file. A ``generation_config.json`` beside it
+    gives the end-of-sequence ids when it names them, as transformers' ``generate`` reads them from there
+    (an int or a list, ``[3, 1]``: generation stops at any)."""
     file = checked_path(path, CONFIG_NAME)
     config = read_config_json(file)
     try:
-        return MT5Config.from_hf(config)
+        cfg = MT5Config.from_hf(config)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{file}: {error}") from None
+    return _generation_eos(path, cfg)
+
+
+def _generation_eos(path: str, cfg: MT5Config) -> MT5Config:
+    file = checked_path(path, GENERATION_CONFIG_NAME)
+    if not os.path.isfile(file):
+        return cfg
+    generation = read_config_json(file)
+    eos = generation.get("eos_token_id") if isinstance(generation, dict) else None
+    if eos is None:
+        return cfg
+    try:
+        return cfg.replace(eos_token_id=tuple(eos) if isinstance(eos, list) else eos)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{file}: eos_token_id {eos!r}: {error}") from None
 
 
 def _architectures(path: str) -> list[str]:
@@ -459,7 +476,8 @@ def save_checkpoint(params: dict, cfg: MT5Config, path: str | os.PathLike, max_s
     if dtype in _fp8.FLOAT8:
         tensors = _float8_state(tensors)
     config = hf_config_dict(cfg, tied, model_dtype, encoder_only)
-    generation = {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": cfg.eos_token_id,
+    eos = list(cfg.eos_token_ids) if len(cfg.eos_token_ids) > 1 else cfg.eos_token_id  # transformers' list form
+    generation = {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": eos,
                   "pad_token_id": cfg.pad_token_id}
     replaced = {CONFIG_NAME, GENERATION_CONFIG_NAME, *(copy_files or {})}
     if tokenizer is not None or any(name in TOKENIZER_FILES for name in copy_files or {}):

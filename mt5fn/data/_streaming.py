@@ -146,6 +146,19 @@ class ExampleStream:
         self._ready.extend(rows[:-1])
         self._partial = last_parts
 
+    def _check_buffer_fits(self, passes: int, made: int) -> None:
+        """Refuse a shuffle buffer larger than one pass over the data, once the fill proves it: ``passes``
+        whole passes that made ``made`` examples (so at most ``made / passes`` a pass, one more in span mode
+        for the tokens carried across) while the buffer is still not full. Without this, ``--shuffle-buffer
+        10**6`` over 8 records went round the files 10**5 times before the first step (and so does any
+        buffer beyond the data: it would hold the same records several times)."""
+        if self.shuffle_buffer and passes >= 1 and self.shuffle_buffer * passes > made + passes:
+            per_pass = (made + passes) // passes
+            raise DataError(f"--shuffle-buffer {self.shuffle_buffer}: the data gives at most {per_pass} examples "
+                            f"per pass over {self.flag} ({passes} whole pass(es) made {made}), fewer than the "
+                            f"buffer holds; a buffer larger than the data only repeats records -- give "
+                            f"--shuffle-buffer {per_pass} or less (or 0)")
+
     def take(self, count: int) -> list[tuple[Tensor, Tensor]]:
         """The next ``count`` examples ``(inputs, targets)``.
 
@@ -153,8 +166,10 @@ class ExampleStream:
         buffer (seeded by ``(seed, examples handed out so far)``) and its place refilled from the
         stream, as ``tf.data`` / ``datasets`` shuffle buffers do; the buffer is part of ``state()``.
         """
+        start_epoch, start_ready = self._epoch, len(self._ready)
         while len(self._ready) < count + max(0, self.shuffle_buffer - len(self._buffer)):
             self._refill()
+            self._check_buffer_fits(self._epoch - start_epoch - 1, len(self._ready) - start_ready)
         if self.shuffle_buffer:
             taken = []
             for index in range(count):

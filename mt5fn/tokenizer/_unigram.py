@@ -26,7 +26,7 @@ import base64
 import json
 from typing import Any
 
-from ..checks import is_int, short_repr
+from ..checks import check_depth, is_int, short_repr
 
 _METASPACE = "\u2581"
 T5_CLASSES = ("T5Tokenizer", "T5TokenizerFast", "MT5Tokenizer", "MT5TokenizerFast", "UMT5Tokenizer",
@@ -110,6 +110,7 @@ def from_tokenizer_json(text: str, origin: str, t5: bool, specials: dict[str, st
     used as it is."""
     from tokenizers import Tokenizer
 
+    check_depth(origin, text.encode("utf-8"))  # 10**5 brackets: a ValueError naming the file, not a RecursionError
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
