@@ -625,3 +625,53 @@ def test_a_deeply_nested_tokenizer_json_is_a_value_error_naming_it(tmp_path):
     (folder / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match=r"tokenizer\.json: JSON nested"):
         mt5fn.Tokenizer.from_pretrained(folder)
+
+
+def test_a_tokenizer_panic_on_the_command_line_is_one_line_naming_the_file(tmp_path):
+    """The command-line face of the panic test above: ``generate`` on a model whose tokenizer.json panics."""
+    import spm
+    import train_fixtures
+
+    tokenizer = mt5fn.Tokenizer.from_pretrained(spm.spiece_dir())
+    cfg = CFG.replace(vocab_size=len(tokenizer))
+    model = tmp_path / "m"
+    mt5fn.save_pretrained(mt5fn.init_params(cfg, seed=0), cfg, model, tokenizer=tokenizer)
+    os.remove(model / "spiece.model")
+    data = json.loads((model / "tokenizer.json").read_text())
+    data["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(a|a)*[^a]"}, "behavior": "Isolated",
+                             "invert": False}
+    (model / "tokenizer.json").write_text(json.dumps(data))
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    code, err = train_fixtures.run_cli("generate", "--model", model, "--max-new-tokens", "2", "a" * 40)
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert err.startswith("mt5fn generate: error:") and "tokenizer.json" in err and "PanicException" in err, err
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w')``: proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_trainer_state_is_refused_in_one_line_without_running_it(tmp_path):
+    import spm
+    import train_fixtures
+
+    data = train_fixtures.write_data(str(tmp_path / "data"), count=8)
+    out = tmp_path / "run"
+    common = ["--data", data["pairs"], "--mode", "supervised", "--config", data["config"], "--tokenizer",
+              spm.spiece_dir(), "--out", out, "--batch-size", "2"]
+    assert train_fixtures.run_cli("train", *common, "--steps", "1")[0] == 0
+    marker = tmp_path / "ran"
+    torch.save({"format": 1, "step": 1, "evil": _Payload(marker)}, out / "step-00000001" / "trainer_state.pt")
+    code, err = train_fixtures.run_cli("train", *common, "--steps", "2", "--resume")
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert code != 0 and len(errors) == 1 and "Traceback" not in err, err
+    assert "trainer_state" in errors[0] or "step-00000001" in errors[0], errors
+    assert not marker.exists()
+    assert not (out / "step-00000002").exists()
