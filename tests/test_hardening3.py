@@ -646,6 +646,15 @@ def test_a_tokenizer_panic_on_the_command_line_is_one_line_naming_the_file(tmp_p
     code, err = train_fixtures.run_cli("generate", "--model", model, "--max-new-tokens", "2", "a" * 40)
     assert code != 0 and len(err.splitlines()) == 1, err
     assert err.startswith("mt5fn generate: error:") and "tokenizer.json" in err and "PanicException" in err, err
+    # a real process: Rust prints the panic itself ("thread ... panicked at ...") on file descriptor 2
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "mt5fn", "generate", "--model", str(model), "--max-new-tokens",
+                          "2", "b", "a" * 40], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode != 0 and run.stderr.count("\n") == 1 and "panicked" not in run.stderr, run.stderr
+    assert run.stderr.startswith("mt5fn generate: error:") and "tokenizer.json" in run.stderr
 
 
 class _Payload:

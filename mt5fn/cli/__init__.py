@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from ._checks import check_common, fail
+    from ..tokenizer import hold_panic_output
+
+    hold_panic_output()  # a tokenizers panic's own stderr lines would break the one-line rule
 
     try:
         check_common(args.command, args)  # shared options, before any work (cli/_checks.py)

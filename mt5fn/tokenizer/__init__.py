@@ -5,6 +5,7 @@ from ._files import (MAX_EXTRA_IDS, SPIECE_NAME, TOKENIZER_CONFIG_NAME, TOKENIZE
                      has_tokenizer)
 from ._tokenizer import Tokenizer
 from ._train import train_tokenizer
+from ._unigram import hold_panic_output
 
-__all__ = ["MAX_EXTRA_IDS", "SPIECE_NAME", "TOKENIZER_CONFIG_NAME", "TOKENIZER_FILES", "TOKENIZER_JSON_NAME",
+__all__ = ["hold_panic_output", "MAX_EXTRA_IDS", "SPIECE_NAME", "TOKENIZER_CONFIG_NAME", "TOKENIZER_FILES", "TOKENIZER_JSON_NAME",
            "Tokenizer", "has_tokenizer", "train_tokenizer"]

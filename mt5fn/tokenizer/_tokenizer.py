@@ -30,8 +30,8 @@ from ..checks import check_bool, check_int, check_optional_int, is_int
 from ..checkpoint import atomic_write_bytes, checked_path
 from . import _files as F
 from ._byt5 import ByteBackend
-from ._unigram import (T5_CLASSES, describe_failure, from_spiece, from_tokenizer_json, library_failure,
-                       parse_spiece)
+from ._unigram import (T5_CLASSES, describe_failure, from_spiece, from_tokenizer_json, held_panic_output,
+                       library_failure, parse_spiece)
 
 _SENTINEL = re.compile(r"^<extra_id_(\d+)>$")
 # transformers' clean_up_tokenization: spaces dropped before punctuation and English contractions.
@@ -65,14 +65,16 @@ class _LibraryBackend:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         try:
-            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+            with held_panic_output():
+                encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
         except BaseException as error:  # e.g. a file's regex past Oniguruma's retry limit: a Rust panic
             raise self._failed("encode", error) from None
         return [encoding.ids for encoding in encodings]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
         try:
-            return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+            with held_panic_output():
+                return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
         except BaseException as error:
             raise self._failed("decode", error) from None
 

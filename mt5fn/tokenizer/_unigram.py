@@ -23,8 +23,12 @@ former -- ids follow transformers.)
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from typing import Any
+import os
+import sys
+import tempfile
+from typing import Any, Iterator
 
 from ..checks import check_depth, is_int, short_repr
 
@@ -120,7 +124,8 @@ def from_tokenizer_json(text: str, origin: str, t5: bool, specials: dict[str, st
         raise ValueError(f"{origin}: not a tokenizer.json (no 'model' object)")
     if not t5 or model.get("type") != "Unigram":
         try:
-            return Tokenizer.from_str(text)
+            with held_panic_output():
+                return Tokenizer.from_str(text)
         except BaseException as error:  # plain Exceptions, and a pyo3 PanicException (a BaseException)
             if not library_failure(error):
                 raise
@@ -163,6 +168,47 @@ def _added_tokens(entries: Any, origin: str) -> list[dict[str, Any]]:
                              f"{short_repr(entry['id'])}; an id is a non-negative integer")
         added.append(entry)
     return added
+
+
+# Set by the command line (mt5fn.cli.main): a Rust panic's own lines ("thread ... panicked at ...") go to
+# file descriptor 2 before Python sees the PanicException; there they would break the one-line rule.
+HOLD_PANIC_OUTPUT = False
+
+
+def hold_panic_output(on: bool = True) -> None:
+    """Hold back (``on``) or let through what ``tokenizers`` writes to file descriptor 2 during its calls
+    (see ``held_panic_output``); the command line turns it on."""
+    global HOLD_PANIC_OUTPUT
+    HOLD_PANIC_OUTPUT = bool(on)
+
+
+@contextlib.contextmanager
+def held_panic_output() -> Iterator[None]:
+    """With ``HOLD_PANIC_OUTPUT``, what the library writes to file descriptor 2 during the block is held
+    back: replayed when the block ends normally, dropped when it raises (the error says it in one line)."""
+    if not HOLD_PANIC_OUTPUT:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                os.dup2(saved, 2)
+                if not failed:
+                    held.seek(0)
+                    kept = held.read()
+                    if kept:
+                        os.write(2, kept)
+    finally:
+        os.close(saved)
 
 
 def library_failure(error: BaseException) -> bool:
