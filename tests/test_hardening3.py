@@ -4,7 +4,11 @@
 * the output rule (no device / FIFO targets, through symlinks, the umask, a folder's own mode, only
   marked leftovers cleaned, no stale copy resurrected, the cwd kept valid);
 * text encodings (BOM, UTF-16 / UTF-32, NUL bytes), bounded JSON nesting;
-* ``eos_token_id`` lists; loaded tensors own their storage; the work bound.
+* ``eos_token_id`` lists; loaded tensors own their storage; the work bound;
+* the last findings: gradients through int8 forms, tokenizer.json files (string ids, deep nesting, a
+  ``tokenizers`` panic, through the API and in a real process), a full disk during convert and a training
+  save, FIFOs given to ``info``, the time a ``--shuffle-buffer`` / ``--max-input-length`` can cost, every
+  EOS id in ``generation_config.json``, a malicious trainer state.
 """
 
 from __future__ import annotations
