@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from unittest import mock
 
+import os
+
 import pytest
 import torch
 
@@ -108,10 +110,24 @@ def test_thread_setting_is_restored_and_its_override_checked(monkeypatch):
     mt5fn.generate(PARAMS, CFG, IDS, max_new_tokens=2)
     assert torch.get_num_threads() == before  # the loop's one-thread setting does not leak
     monkeypatch.setenv("MT5FN_DECODE_LOOP_THREADS", "two")
-    with pytest.raises(ValueError, match="MT5FN_DECODE_LOOP_THREADS must be an int, got 'two'"):
+    with pytest.raises(ValueError, match="MT5FN_DECODE_LOOP_THREADS must be 'auto' or an int, got 'two'"):
         mt5fn.generate(PARAMS, CFG, IDS, max_new_tokens=2)
     assert torch.get_num_threads() == before
 
+
+
+def test_the_loop_uses_one_thread_only_when_the_machine_is_oversubscribed(monkeypatch):
+    from mt5fn.decoding import _threads
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.delenv("MT5FN_DECODE_LOOP_THREADS", raising=False)
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (cpus + 0.5, 0.0, 0.0))
+    assert _threads.loop_threads() is None  # idle enough: torch's setting
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (cpus + 3.0, 0.0, 0.0))
+    assert _threads.loop_threads() == 1  # others wait for the CPUs: one thread for the tiny ops
+    monkeypatch.setenv("MT5FN_DECODE_LOOP_THREADS", "3")
+    assert _threads.loop_threads() == 3
+    monkeypatch.setenv("MT5FN_DECODE_LOOP_THREADS", "0")
+    assert _threads.loop_threads() is None
 
 # ------------------------------------------------------------------ encoder outputs, prefixes, scores, stream
 HIDDEN = mt5fn.encode(PARAMS, CFG, IDS)
