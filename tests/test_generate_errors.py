@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from unittest import mock
-
 import os
+from unittest import mock
 
 import pytest
 import torch
