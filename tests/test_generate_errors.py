@@ -115,18 +115,25 @@ def test_thread_setting_is_restored_and_its_override_checked(monkeypatch):
 
 
 
-def test_the_loop_uses_one_thread_only_when_the_machine_is_oversubscribed(monkeypatch):
-    from mt5fn.decoding import _threads
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+def test_each_call_measures_one_thread_against_all_for_the_step_and_keeps_the_faster(monkeypatch):
+    from mt5fn.decoding._threads import StepThreads
     monkeypatch.delenv("MT5FN_DECODE_LOOP_THREADS", raising=False)
-    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (cpus + 0.5, 0.0, 0.0))
-    assert _threads.loop_threads() is None  # idle enough: torch's setting
-    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (cpus + 3.0, 0.0, 0.0))
-    assert _threads.loop_threads() == 1  # others wait for the CPUs: one thread for the tiny ops
+    for slow, fast in ((1, 4), (4, 1)):
+        threads = StepThreads(4)
+        used = []
+        for _ in range(8):
+            count = threads.next()
+            used.append(count)
+            threads.record(count, 0.010 if count == fast else 0.030)
+        assert used[:5] == [1, 4, 1, 4, 1]  # step 0 (the prefix) is not timed; steps 1-4 probe both
+        assert used[5:] == [fast] * 3
     monkeypatch.setenv("MT5FN_DECODE_LOOP_THREADS", "3")
-    assert _threads.loop_threads() == 3
+    assert StepThreads(4).options == [3]
     monkeypatch.setenv("MT5FN_DECODE_LOOP_THREADS", "0")
-    assert _threads.loop_threads() is None
+    assert StepThreads(4).options == [torch.get_num_threads()]
+    monkeypatch.delenv("MT5FN_DECODE_LOOP_THREADS")
+    assert StepThreads(1).options == [1]
+
 
 # ------------------------------------------------------------------ encoder outputs, prefixes, scores, stream
 HIDDEN = mt5fn.encode(PARAMS, CFG, IDS)

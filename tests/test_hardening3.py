@@ -372,10 +372,15 @@ def test_gradients_through_int8_leaves_are_refused_naming_the_leaf():
             train_step(tree, cfg, batch, trainable=lambda path: "norm" in path)
         with pytest.raises(TypeError, match=r"params: lm_head is an int8 weight leaf"):
             torch.func.grad(lambda shared: mt5fn.loss({**tree, "shared": shared}, cfg, ids, ids))(params["shared"])
-        # inference on the same trees is untouched
+        # inference on the same trees is untouched, and so are the calls that never differentiate
         with torch.no_grad():
             assert torch.isfinite(mt5fn.loss(wants, cfg, ids, ids))
         assert torch.isfinite(mt5fn.loss(tree, cfg, ids, ids))
+        for grad_tree in (wants, grads_for):
+            assert mt5fn.generate(grad_tree, cfg, ids, max_new_tokens=2).shape[0] == 1
+            assert mt5fn.generate(mt5fn.prepare_decoding(grad_tree, cfg, rows=1), cfg, ids, max_new_tokens=2).shape[0] == 1
+        if form == "int8":
+            assert mt5fn.dequantize(grads_for, cfg)["lm_head"].dtype == params["shared"].dtype  # the way out
 
 
 def _tokenizer_folder(tmp_path, edit, tokenizer_class=None):

@@ -30,9 +30,11 @@ PARAM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 class _Dtypes:
     """What one traversal learns about the leaves: the compute dtype and device (those of ``shared``)."""
 
-    def __init__(self, shared: Tensor) -> None:
+    def __init__(self, shared: Tensor, differentiates: bool = True) -> None:
         self.dtype, self.device = shared.dtype, shared.device
         self.int8: str | None = None  # the first int8-form leaf's path (int8, int8-dynamic, q8_0)
+        # the call may run a backward (grad mode on and the caller not inference-only)
+        self.differentiates = differentiates and torch.is_grad_enabled()
 
     def check(self, path: str, dtype: torch.dtype, device: torch.device, *, may_be_float32: bool = False) -> None:
         if dtype not in PARAM_DTYPES:
@@ -70,7 +72,7 @@ def _weight(path: str, node: Any, shape: tuple[int, int], seen: _Dtypes, *, may_
     form = linear_form(node)
     if form in INT8_FORMS:
         seen.int8 = seen.int8 or path
-        if torch.is_grad_enabled():
+        if seen.differentiates:
             for key, part in sorted(node.items()):
                 if isinstance(part, Tensor) and part.requires_grad:
                     raise TypeError(f"params: {path} is an int8 weight leaf ({form!r} form) and its {key!r} "
@@ -162,14 +164,16 @@ def _stack(name: str, node: Any, cfg: MT5Config, seen: _Dtypes) -> None:
         _weight(f"{name}.cross_kv", node["cross_kv"], (depth * 2 * cfg.inner_dim, cfg.d_model), seen)
 
 
-def check_params(params: Any, cfg: MT5Config, *, need_decoder: bool = False) -> None:
+def check_params(params: Any, cfg: MT5Config, *, need_decoder: bool = False, differentiates: bool = True) -> None:
     """Every part, leaf shape, dtype and device of ``params`` against ``cfg`` (metadata only: safe
     under transforms and while compiling).
 
     Leaves are floating (``PARAM_DTYPES``), all of ``shared``'s dtype except that FFN ``wo`` may be
     float32, all on ``shared``'s device; projections may be any weight-leaf form
     ``functional.linear_shape`` accepts. ``need_decoder``: the call decodes, so an encoder-only tree
-    (``shared`` and ``encoder`` only) is refused.
+    (``shared`` and ``encoder`` only) is refused. ``differentiates=False``: the caller never runs a
+    backward (``generate``, ``prepare_decoding``, ``quantize``), so int8 forms beside leaves that
+    require grad are fine; otherwise, with grad mode on, they are refused (``INT8_ONLY``).
     """
     if not isinstance(params, dict):
         raise TypeError("params must be the mt5fn parameter pytree (a dict with 'shared', 'encoder', "
@@ -182,7 +186,7 @@ def check_params(params: Any, cfg: MT5Config, *, need_decoder: bool = False) -> 
         raise ValueError(f"params is missing {missing} (a tree from mt5fn.init_params / load_pretrained has "
                          "'shared', 'encoder', 'decoder' and, when untied, 'lm_head')")
     _leaf("shared", params["shared"], (cfg.vocab_size, cfg.d_model), None)
-    seen = _Dtypes(params["shared"])
+    seen = _Dtypes(params["shared"], differentiates)
     seen.check("shared", params["shared"].dtype, params["shared"].device)
     _stack("encoder", params["encoder"], cfg, seen)
     if "decoder" in params:
@@ -192,7 +196,7 @@ def check_params(params: Any, cfg: MT5Config, *, need_decoder: bool = False) -> 
                          "only); this function needs the decoder")
     if "lm_head" in params:
         _weight("lm_head", params["lm_head"], (cfg.vocab_size, cfg.d_model), seen)
-    if seen.int8 is not None and torch.is_grad_enabled():
+    if seen.int8 is not None and seen.differentiates:
         tracked = next((path for path, leaf in _leaves(params) if leaf.requires_grad), None)
         if tracked is not None:
             raise TypeError(f"params: {seen.int8} is an int8 weight leaf and the call differentiates "

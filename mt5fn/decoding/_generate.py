@@ -31,6 +31,7 @@ With ``output_scores`` the result is a ``GenerateOutput`` (``sequences``,
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -50,7 +51,7 @@ from ._generation_config import GenerationConfig
 from ._logits_processors import Processing
 from ._prepare import is_prepared, lay_out, one_call_min_numel
 from ._sampling import Step, sample_loop
-from ._threads import intra_op_threads, loop_threads
+from ._threads import StepThreads, intra_op_threads, loop_threads
 
 # The encoder of an input this large (batch x tokens) runs on all of torch's threads: its products
 # are big enough to split. Below it, a parallel region costs more than it saves (see loop_threads).
@@ -152,7 +153,7 @@ def validate(params: dict, cfg: MT5Config, input_ids: Tensor | None, attention_m
              decoder_input_ids: Tensor | None, overrides: dict[str, Any], compile: Any = False) -> Request:
     """Every check of ``generate`` / ``stream``, before any work."""
     check_config(cfg)
-    check.check_params(params, cfg, need_decoder=True)
+    check.check_params(params, cfg, need_decoder=True, differentiates=False)  # decodes under inference_mode
     source = check_source(params, cfg, input_ids, attention_mask, encoder_outputs)
     gc = resolve_config(config, overrides)
     _check_generator(generator)
@@ -230,7 +231,7 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
     """Encode (unless ``encoder_outputs``), lay out the weights and build the cache for rows repeated
     ``repeat`` times; ``backend``: compile the step (``_compiled``). Call under ``torch.inference_mode()``."""
     all_threads = torch.get_num_threads()
-    step_threads = loop_threads() or all_threads
+    step_threads = loop_threads() or 1  # the loop's own work (token choice, cache moves); StepThreads below
     if encoder_outputs is None:
         encoder_threads = all_threads if input_ids.numel() >= _ENCODER_ROWS_FOR_ALL_THREADS else step_threads
         with intra_op_threads(encoder_threads):
@@ -257,10 +258,15 @@ def start_decoding(params: dict, cfg: MT5Config, input_ids: Tensor | None, atten
         distances = distance_bias(weights, cfg, slots)
     position = 0
 
+    block_threads = StepThreads(all_threads)
+
     def eager_step(tokens: Tensor) -> Tensor:
         nonlocal cache
-        hidden, cache = step_hidden(weights, cfg, cache, tokens, inplace=True, position=position,
-                                    distances=distances)  # (N, T, d)
+        threads, start = block_threads.next(), time.perf_counter()
+        with intra_op_threads(threads):
+            hidden, cache = step_hidden(weights, cfg, cache, tokens, inplace=True, position=position,
+                                        distances=distances)  # (N, T, d)
+        block_threads.record(threads, time.perf_counter() - start)
         with intra_op_threads(all_threads):
             return lm_logits(weights, cfg, hidden[:, -1:])[:, 0]  # (N, V)
 

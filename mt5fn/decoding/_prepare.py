@@ -67,7 +67,7 @@ def prepare_decoding(params: dict, cfg: MT5Config, *, rows: int | None = None,
     their form (0 re-lays-out every weight, which the specification uses).
     """
     check_config(cfg)
-    check_params(params, cfg)
+    check_params(params, cfg, differentiates=False)
     check_rows(rows)
     if is_prepared(params):
         return params
@@ -86,7 +86,8 @@ def lay_out(params: dict, rows: int | None, min_numel: int) -> dict:
     decoder = params["decoder"]
     blocks = []
     # The kernel choice times each form on the threads its products will run on: a step's block
-    # products on the loop's threads, the head and the cross K/V on all of them (_threads).
+    # products on a fixed MT5FN_DECODE_LOOP_THREADS or else all of them (what StepThreads picks on an
+    # idle CPU), the head and the cross K/V on all of them (_threads).
     with torch.no_grad(), intra_op_threads(loop_threads() or torch.get_num_threads()):
         for block in decoder["blocks"]:
             attn, cross, mlp = block["self_attn"], block["cross_attn"], block["mlp"]

@@ -24,38 +24,55 @@ def intra_op_threads(count: int) -> Iterator[None]:
 
 
 def loop_threads() -> int | None:
-    """Intra-op threads for a decoding step outside the LM head (None: torch's own setting).
-
-    Outside the head, a decoding step is ~50 small matrix products and ~500
-    tiny ops. On an idle CPU they run faster on all of torch's threads
-    (measured 2026-12-05 on a 2-core Intel Xeon with AMX, mt5-small shape, 32
-    tokens: 2 threads against 1 took 0.84 / 1.30 / 1.33 s against 0.98 / 1.57 /
-    1.59 s in fp32 for greedy batch 1 / batch 8 / beam 4, and 0.37 / 0.55 /
-    0.75 s against 0.45 / 0.70 / 0.93 s in int8). On a busy CPU each parallel
-    region waits for a descheduled thread (measured on a shared 2-core EPYC at
-    load average ~6: a 20 us attention call took 4-12 ms on two threads and 9
-    us on one; greedy decoding 6-8 s against 2.3-3.3 s). So the default,
-    ``auto``, looks at the machine when a call starts: one thread when the
-    one-minute load average exceeds the usable CPUs by more than one (other
-    work is waiting for them), else torch's setting. The head and the encoder
-    of a long input always use every thread. ``MT5FN_DECODE_LOOP_THREADS``
-    overrides: ``auto``, a count, or 0 for torch's setting everywhere.
-    """
+    """The intra-op threads ``MT5FN_DECODE_LOOP_THREADS`` fixes for the decoding loop, or None for
+    ``auto`` (unset): the loop's own work on one thread, each step's block work as ``StepThreads``
+    measures. ``0`` means torch's setting everywhere."""
     value = os.environ.get("MT5FN_DECODE_LOOP_THREADS", "auto").strip().lower() or "auto"
     if value == "auto":
-        return 1 if _oversubscribed() else None
+        return None
     try:
         count = int(value)
     except ValueError:
         raise ValueError(f"MT5FN_DECODE_LOOP_THREADS must be 'auto' or an int, got {value!r}") from None
-    return count if count > 0 else None
+    return count if count > 0 else torch.get_num_threads()
 
 
-def _oversubscribed() -> bool:
-    """More runnable work than CPUs: the one-minute load average above the usable CPUs plus one."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform: assume an idle machine
-        return False
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return load > cpus + 1
+class StepThreads:
+    """Intra-op threads for the block work of each decoding step (the head always gets every thread).
+
+    Outside the head, a step is ~50 small matrix products and ~500 tiny ops.
+    Whether two threads beat one depends on the machine *now*, not on the CPU:
+    measured 2026-12-05 on an idle 2-core Intel Xeon with AMX (mt5-small
+    shape, 32 tokens) two threads took 0.84 / 1.30 / 1.33 s against 0.98 / 1.57
+    / 1.59 s for greedy batch 1 / batch 8 / beam 4 in fp32 (int8: 0.37 / 0.55 /
+    0.75 against 0.45 / 0.70 / 0.93 s); in the same process right after a
+    CTranslate2 call, whose OpenMP threads spin on for a while, int8 greedy
+    took 0.63 s on two threads and 0.45 s on one; on a shared 2-core EPYC at
+    load ~6 a 20 us attention call took 4-12 ms on two threads and 9 us on one.
+    So each call measures: steps 1-4 alternate between one thread and all of
+    them (step 0 runs the prefix and is not comparable), and the rest run on
+    the count whose faster probe was faster. A fixed ``MT5FN_DECODE_LOOP_THREADS``
+    skips the probes.
+    """
+
+    PROBES = 2  # timed steps per candidate
+
+    def __init__(self, all_threads: int) -> None:
+        fixed = loop_threads()
+        self.options = [fixed] if fixed is not None else sorted({1, all_threads})
+        self.chosen = self.options[0] if len(self.options) == 1 else None
+        self.times: dict[int, list[float]] = {count: [] for count in self.options}
+        self.steps = 0
+
+    def next(self) -> int:
+        """The thread count for the coming step."""
+        return self.chosen if self.chosen is not None else self.options[self.steps % 2]
+
+    def record(self, threads: int, seconds: float) -> None:
+        """The coming step ran on ``threads`` and took ``seconds``."""
+        self.steps += 1
+        if self.chosen is not None or self.steps == 1:
+            return
+        self.times[threads].append(seconds)
+        if all(len(times) >= self.PROBES for times in self.times.values()):
+            self.chosen = min(self.options, key=lambda count: min(self.times[count]))

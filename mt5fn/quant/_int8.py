@@ -128,7 +128,7 @@ def quantize(params: dict, cfg: MT5Config, scheme: str = "int8") -> dict:
     non-float weight is an error naming it.
     """
     check_config(cfg)
-    check.check_params(params, cfg)
+    check.check_params(params, cfg, differentiates=False)  # makes new leaves; runs no product
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
 
@@ -150,6 +150,6 @@ def dequantize(params: dict, cfg: MT5Config) -> dict:
     """The float tree an int8 tree stands for, in the embedding's dtype; float leaves pass through.
     (A tied model keeps the dequantized ``lm_head``: the head is then its own leaf.)"""
     check_config(cfg)
-    check.check_params(params, cfg)
+    check.check_params(params, cfg, differentiates=False)  # makes new leaves; runs no product
     dtype = params["shared"].dtype
     return _map_projections(params, lambda path, w: dequantize_int8(w).to(dtype) if linear_form(w) == "int8" else w)
