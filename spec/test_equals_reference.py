@@ -506,9 +506,8 @@ def _assert_same_greedy(got: Tensor, want: Tensor, dense: dict, case: Case, tole
 GREEDY_TREES = ("plain", "prepare_decoding", "lora.apply")
 
 
-@pytest.mark.parametrize("tree", GREEDY_TREES)
-@given(data=st.data())
-def test_greedy_generate_equals_reference_greedy(tree, data):
+def _check_greedy(tree: str, data: st.DataObject, **options: Any) -> None:
+    """``generate(fast tree, **options)`` decodes ``ref.greedy``'s tokens on a drawn model and input."""
     form = TREES[tree]
     case = _draw(data, form, max_length=8)
     params = _boost_eos(case.params, case.cfg, data.draw(st.sampled_from([1.0, 3.0]), label="EOS boost"))
@@ -516,9 +515,15 @@ def test_greedy_generate_equals_reference_greedy(tree, data):
     max_new_tokens = data.draw(st.integers(1, 8), label="max_new_tokens")
     with torch.no_grad():
         got = mt5fn.generate(fast, case.cfg, case.input_ids, case.attention_mask, max_new_tokens=max_new_tokens,
-                             num_beams=1, do_sample=False)
+                             **options)
         want = ref.greedy(dense, case.cfg, case.input_ids, case.attention_mask, max_new_tokens=max_new_tokens)
         _assert_same_greedy(got, want, dense, case, form.tolerance)
+
+
+@pytest.mark.parametrize("tree", GREEDY_TREES)
+@given(data=st.data())
+def test_greedy_generate_equals_reference_greedy(tree, data):
+    _check_greedy(tree, data, num_beams=1, do_sample=False)
 
 
 @pytest.mark.parametrize("tree", ("plain", "prepare_decoding"))
@@ -529,13 +534,4 @@ def test_compiled_greedy_equals_reference_greedy(tree, data):
     captured graph, run without code generation) decodes ``ref.greedy``'s tokens, on plain trees and on
     held decoding layouts (whose packed forms enter the graph as opaque operators)."""
     torch._dynamo.reset()
-    form = TREES[tree]
-    case = _draw(data, form, max_length=8)
-    params = _boost_eos(case.params, case.cfg, data.draw(st.sampled_from([1.0, 3.0]), label="EOS boost"))
-    fast, dense = form.make(params, case.cfg, data)
-    max_new_tokens = data.draw(st.integers(1, 8), label="max_new_tokens")
-    with torch.no_grad():
-        got = mt5fn.generate(fast, case.cfg, case.input_ids, case.attention_mask, max_new_tokens=max_new_tokens,
-                             compile="aot_eager")
-        want = ref.greedy(dense, case.cfg, case.input_ids, case.attention_mask, max_new_tokens=max_new_tokens)
-        _assert_same_greedy(got, want, dense, case, form.tolerance)
+    _check_greedy(tree, data, compile="aot_eager")
