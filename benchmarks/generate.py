@@ -44,6 +44,7 @@ The machine may be shared: the load average is printed before and after.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -172,24 +173,67 @@ class Worker:
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         if pythonpath is not None:
             env["PYTHONPATH"] = pythonpath
-        self.process = subprocess.Popen([python, "-c", _WORKER, str(threads), str(SOURCE_LENGTH), str(NEW_TOKENS),
-                                         "held" if held else "plain"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        cwd=tempfile.gettempdir(), env=env)
+        self._start([python, "-c", _WORKER, str(threads), str(SOURCE_LENGTH), str(NEW_TOKENS),
+                     "held" if held else "plain"], env, tempfile.gettempdir(), python)
+
+    def _start(self, command: list[str], env: dict, cwd: str, what: str) -> None:
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        cwd=cwd, env=env)
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "ready":
-            raise RuntimeError(f"{python}: the benchmark worker did not start")
+            raise RuntimeError(f"{what}: the benchmark worker did not start")
         self.where = ready[1]
 
     def __call__(self, batch: int, num_beams: int) -> tuple[float, list[int]]:
         self.process.stdin.write(f"{batch} {num_beams}\n")
         self.process.stdin.flush()
-        seconds, *ids = self.process.stdout.readline().split()
+        answer = self.process.stdout.readline().split()
+        if answer and answer[0] == "n/a":  # the engine cannot run this case (llama.cpp beyond batch 1)
+            raise ValueError(" ".join(answer[1:]))
+        seconds, *ids = answer
         return float(seconds), [int(i) for i in ids]
 
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait()
+
+
+# Peers that run their own OpenMP teams. In this process they bind to torch's libgomp (it is loaded
+# first, with global symbols), so their worker threads join its thread accounting: on a machine with
+# as many cores as threads, libgomp then counts more threads than CPUs and stops spinning between
+# parallel regions for everyone (each region pays a futex wake-up). --isolate runs them apart.
+ISOLATED_PEERS = ("ct2", "ct2-int8", *ALIASES["llama.cpp"])
+
+
+class PeerWorker(Worker):
+    """One peer engine (``ISOLATED_PEERS``) in a process of its own: this script with ``--serve NAME``."""
+
+    def __init__(self, name: str, threads: int) -> None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        self._start([sys.executable, os.path.join(here, "generate.py"), "--serve", name, "--threads", str(threads)],
+                    dict(os.environ), here, name)
+
+
+def serve(name: str, threads: int) -> int:
+    """The ``--serve`` side of ``PeerWorker``: build one engine on the same weights and inputs, then
+    answer "batch beams" lines with "seconds ids..." (or "n/a why")."""
+    torch.set_num_threads(threads)
+    cfg, params = mt5_small_random()
+    sources = torch.randint(3, cfg.vocab_size, (8, SOURCE_LENGTH), generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory(prefix="mt5fn-bench-peer-") as tmp:
+        args = argparse.Namespace(engines=name, threads=threads, previous=None, previous_held=False)
+        with contextlib.redirect_stdout(sys.stderr):  # its build messages must not mix with the answers
+            engine = build_engines(args, cfg, params, sources, tmp)[name]
+        print("ready", name, flush=True)
+        for line in sys.stdin:
+            batch, beams = map(int, line.split())
+            try:
+                seconds, ids = _call(engine, dict(batch=batch, num_beams=beams))
+            except ValueError as error:
+                print("n/a", str(error).replace("\n", " "), flush=True)
+                continue
+            print(seconds, " ".join(map(str, ids)), flush=True)
+    return 0
 
 
 def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tensor, tmp: str) -> dict:
@@ -225,6 +269,12 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
         if name in wanted:  # the held tree of the same precision, compiled
             made.setdefault(tree, trees[tree]())
             engines[name] = mt5fn_engine(tree, compile=True)
+
+    if getattr(args, "isolate", False):
+        for name in ISOLATED_PEERS:
+            if name in wanted:
+                engines[name] = PeerWorker(name, args.threads)
+        wanted -= set(ISOLATED_PEERS)
 
     checkpoint = os.path.join(tmp, "hf")
     hf_wanted = {"transformers", "transformers-bf16", "ct2", "ct2-int8", *ALIASES["llama.cpp"]} & wanted
@@ -280,7 +330,8 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
     if args.previous:
         engines["previous"] = Worker(args.previous, args.threads, held=args.previous_held)
         print(f"previous: {args.previous} -> {engines['previous'].where}")
-    return engines
+    order = args.engines.split(",") + ["previous"]
+    return {name: engines[name] for name in order if name in engines}
 
 
 def _call(fn: Callable, case: dict) -> tuple[float, list[int]]:
@@ -291,8 +342,14 @@ def _call(fn: Callable, case: dict) -> tuple[float, list[int]]:
     return time.perf_counter() - start, ids
 
 
-def run_cases(engines: dict, cases: list[str], runs: int) -> dict[str, dict[str, dict]]:
-    """{case: {engine: {"warm": s, "median": s, "runs": [...], "ids": first row}}}, interleaved."""
+def run_cases(engines: dict, cases: list[str], runs: int, settle: float = 0.0) -> dict[str, dict[str, dict]]:
+    """{case: {engine: {"warm": s, "median": s, "runs": [...], "ids": first row}}}, interleaved.
+
+    ``settle`` seconds pass before each timed call: the engines share one process, and
+    an OpenMP runtime keeps its idle workers spinning for a while after a call (Intel's
+    ``KMP_BLOCKTIME`` is 200 ms), so without a pause the next engine is timed on cores
+    the previous one still occupies.
+    """
     table: dict[str, dict[str, dict]] = {}
     for case in cases:
         spec, row = CASES[case], {}
@@ -306,6 +363,7 @@ def run_cases(engines: dict, cases: list[str], runs: int) -> dict[str, dict[str,
         for _ in range(runs):
             for name, fn in engines.items():
                 if name in row:
+                    time.sleep(settle)
                     row[name]["runs"].append(_call(fn, spec)[0])
         for name, result in row.items():
             result["median"] = statistics.median(result["runs"])
@@ -372,12 +430,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="the previous release on a held prepare_decoding tree too (like mt5fn-held-worker)")
     parser.add_argument("--long", action="store_true", help="only the 4096-token input case")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--settle", type=float, default=0.5, metavar="SECONDS",
+                        help="pause before each timed call, so no engine's idle threads still spin (0: none)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run CTranslate2 and llama.cpp each in a process of its own (see ISOLATED_PEERS)")
+    parser.add_argument("--serve", metavar="ENGINE", help=argparse.SUPPRESS)  # PeerWorker's side
     args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.serve, args.threads)
     args.engines = ",".join(name for given in args.engines.split(",") for name in ALIASES.get(given, (given,)))
     unknown = set(args.engines.split(",")) - set(ENGINES)
     bad_cases = set(args.cases.split(",")) - set(CASES)
-    if unknown or bad_cases or args.runs < 1 or args.threads < 1:
-        parser.error(f"unknown engines {sorted(unknown)} / cases {sorted(bad_cases)}, or --runs/--threads < 1")
+    if unknown or bad_cases or args.runs < 1 or args.threads < 1 or args.settle < 0:
+        parser.error(f"unknown engines {sorted(unknown)} / cases {sorted(bad_cases)}, or --runs/--threads < 1 or --settle < 0")
     torch.set_num_threads(args.threads)
     print(f"{cpu_name()}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
           f"{args.threads} threads, load average {os.getloadavg()}", flush=True)
@@ -393,13 +458,13 @@ def main(argv: list[str] | None = None) -> int:
         floors = {kind: step_elements(params) * size / (bandwidth * 1e9) for kind, size in BYTES.items()}
         print(f"read bandwidth {bandwidth:.1f} GB/s; step floor ms/token: "
               + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in floors.items()))
-        table = run_cases(engines, args.cases.split(","), args.runs)
+        table = run_cases(engines, args.cases.split(","), args.runs, args.settle)
         reference = table[next(iter(table))].get("mt5fn", {}).get("ids")
         for name, result in table[next(iter(table))].items():
             if reference is not None:
                 print(f"{name}: first row's ids equal mt5fn fp32's: {result['ids'] == reference}")
         for engine in engines.values():
-            if isinstance(engine, Worker):
+            if isinstance(engine, Worker):  # PeerWorker included
                 engine.close()
     print(f"load average {os.getloadavg()}")
     print_table(table, list(engines), floors)
