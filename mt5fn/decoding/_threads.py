@@ -45,9 +45,11 @@ class StepThreads:
     measured 2026-12-05 on an idle 2-core Intel Xeon with AMX (mt5-small
     shape, 32 tokens) two threads took 0.84 / 1.30 / 1.33 s against 0.98 / 1.57
     / 1.59 s for greedy batch 1 / batch 8 / beam 4 in fp32 (int8: 0.37 / 0.55 /
-    0.75 against 0.45 / 0.70 / 0.93 s); in the same process right after a
-    CTranslate2 call, whose OpenMP threads spin on for a while, int8 greedy
-    took 0.63 s on two threads and 0.45 s on one; on a shared 2-core EPYC at
+    0.75 against 0.45 / 0.70 / 0.93 s); in a process where CTranslate2 had
+    run (its OpenMP team binds to torch's libgomp, which then counts more
+    threads than cores and wakes its workers with a futex for every parallel
+    region instead of spinning), int8 greedy took 0.63 s on two threads and
+    0.45 s on one; on a shared 2-core EPYC at
     load ~6 a 20 us attention call took 4-12 ms on two threads and 9 us on one.
     So each call measures: steps 1-4 alternate between one thread and all of
     them (step 0 runs the prefix and is not comparable), and the rest run on
