@@ -181,7 +181,9 @@ class Worker:
                                         cwd=cwd, env=env)
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "ready":
-            raise RuntimeError(f"{what}: the benchmark worker did not start")
+            self.process.wait()
+            raise RuntimeError(f"{what}: the benchmark worker did not start"
+                               + (" (its engine is not installed)" if ready[:1] == ["missing"] else ""))
         self.where = ready[1]
 
     def __call__(self, batch: int, num_beams: int) -> tuple[float, list[int]]:
@@ -223,7 +225,10 @@ def serve(name: str, threads: int) -> int:
     with tempfile.TemporaryDirectory(prefix="mt5fn-bench-peer-") as tmp:
         args = argparse.Namespace(engines=name, threads=threads, previous=None, previous_held=False)
         with contextlib.redirect_stdout(sys.stderr):  # its build messages must not mix with the answers
-            engine = build_engines(args, cfg, params, sources, tmp)[name]
+            engine = build_engines(args, cfg, params, sources, tmp).get(name)
+        if engine is None:  # its package is missing (build_engines said so on stderr)
+            print("missing", name, flush=True)
+            return 1
         print("ready", name, flush=True)
         for line in sys.stdin:
             batch, beams = map(int, line.split())
@@ -273,7 +278,10 @@ def build_engines(args, cfg: mt5fn.MT5Config, params: dict, sources: torch.Tenso
     if getattr(args, "isolate", False):
         for name in ISOLATED_PEERS:
             if name in wanted:
-                engines[name] = PeerWorker(name, args.threads)
+                try:
+                    engines[name] = PeerWorker(name, args.threads)
+                except RuntimeError as error:  # not installed, or its build failed: the worker said why
+                    print(f"{name}: skipped ({error})")
         wanted -= set(ISOLATED_PEERS)
 
     checkpoint = os.path.join(tmp, "hf")
@@ -345,10 +353,10 @@ def _call(fn: Callable, case: dict) -> tuple[float, list[int]]:
 def run_cases(engines: dict, cases: list[str], runs: int, settle: float = 0.0) -> dict[str, dict[str, dict]]:
     """{case: {engine: {"warm": s, "median": s, "runs": [...], "ids": first row}}}, interleaved.
 
-    ``settle`` seconds pass before each timed call: the engines share one process, and
-    an OpenMP runtime keeps its idle workers spinning for a while after a call (Intel's
-    ``KMP_BLOCKTIME`` is 200 ms), so without a pause the next engine is timed on cores
-    the previous one still occupies.
+    ``settle`` seconds pass before each timed call, so that no engine is timed while the
+    previous one's idle workers still poll for work (libgomp spins before it sleeps,
+    llama.cpp's thread pool polls). Measured 2026-12-05 on a 2-core Intel Xeon, 0.5 s
+    changed no median beyond noise; it is there so that no run depends on it.
     """
     table: dict[str, dict[str, dict]] = {}
     for case in cases:
